@@ -1,0 +1,28 @@
+"""record_dead_letter: Pub/Sub CloudEvent (dead-letter topic) -> the request is marked failed."""
+
+from __future__ import annotations
+
+import functions_framework
+from cloudevents.http.event import CloudEvent
+
+from srp_bundle import log, runtime
+from srp_bundle.cloudevents import decode_pubsub
+from srp_bundle.dead_letters import record_dead_letter as record
+from srp_bundle.errors import InvalidMessageError
+from srp_bundle.settings import load_settings
+
+settings = load_settings("record_dead_letter")
+log.configure()
+logger = log.get_logger("record_dead_letter")
+
+
+@functions_framework.cloud_event
+def record_dead_letter(cloud_event: CloudEvent) -> None:
+    """Record why a render request gave up; raise only on transient storage errors."""
+    with log.bind(event_id=cloud_event["id"]):
+        try:
+            message = decode_pubsub(cloud_event.data, cloud_event["id"])
+        except InvalidMessageError as error:
+            logger.error("undecodable dead letter dropped: %s", error)
+            return
+        record(runtime.task_store(settings), runtime.event_publisher(settings), message)

@@ -1,0 +1,1 @@
+"""SRP render bundle: the code shared by every deployed function."""

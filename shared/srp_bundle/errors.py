@@ -1,0 +1,109 @@
+"""One base exception with small, flat subclasses.
+
+`transient` says whether repeating the same work later can succeed: handlers raise
+(Pub/Sub redelivers) for transient errors and record-and-acknowledge the others.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+from typing import Any
+
+
+class BundleError(Exception):
+    """Base of every error raised by this bundle."""
+
+    code = "error"
+    transient = False
+
+
+class ConfigurationError(BundleError):
+    """A setting is missing or malformed; the message names the variable."""
+
+    code = "configuration"
+
+
+class InvalidMessageError(BundleError):
+    """A render request or callback that can never succeed as sent."""
+
+    code = "invalid_message"
+
+
+class SrpError(BundleError):
+    """SRP answered with an error, or could not be reached."""
+
+    code = "srp_error"
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class SrpAuthenticationError(SrpError):
+    """401/403: the API key is missing, wrong or not allowed to do this."""
+
+    code = "srp_authentication"
+
+
+class SrpNotFoundError(SrpError):
+    """404: no such task (or collection)."""
+
+    code = "srp_not_found"
+
+
+class SrpValidationError(SrpError):
+    """400/422: SRP rejected the request; the message is SRP's own."""
+
+    code = "srp_validation"
+
+
+class SrpRateLimitedError(SrpError):
+    """429: slow down; `retry_after` is in seconds when SRP said so."""
+
+    code = "srp_rate_limited"
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class SrpServerError(SrpError):
+    """5xx: SRP failed; the same call may work later."""
+
+    code = "srp_server"
+    transient = True
+
+
+class SrpConnectionError(SrpError):
+    """No answer: connection refused, reset or timed out.
+
+    `may_have_reached_srp` is False only when the request was certainly never sent.
+    """
+
+    code = "srp_connection"
+    transient = True
+
+    def __init__(self, message: str, *, may_have_reached_srp: bool, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.may_have_reached_srp = may_have_reached_srp
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header, in its delta-seconds or HTTP-date form."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

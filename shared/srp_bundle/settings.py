@@ -1,0 +1,215 @@
+"""Configuration: the design's fixed environment variables, read once and validated."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from srp_bundle.errors import ConfigurationError
+
+GOOGLE_CLOUD_PROJECT = "GOOGLE_CLOUD_PROJECT"
+SRP_API_URL = "SRP_API_URL"
+SRP_API_KEY = "SRP_API_KEY"
+WEBHOOK_URL = "WEBHOOK_URL"
+WEBHOOK_SECRET = "WEBHOOK_SECRET"
+WEBHOOK_SECRET_PREVIOUS = "WEBHOOK_SECRET_PREVIOUS"
+TASKS_COLLECTION = "TASKS_COLLECTION"
+EVENTS_TOPIC = "EVENTS_TOPIC"
+RENDERS_BUCKET = "RENDERS_BUCKET"
+DERIVATIVES_BUCKET = "DERIVATIVES_BUCKET"
+DERIVATIVE_SPECS = "DERIVATIVE_SPECS"
+# Our own tuning knobs (the design leaves them open); each has a safe default.
+MAX_REQUEST_AGE_SECONDS = "MAX_REQUEST_AGE_SECONDS"
+CONFIRM_TERMINAL_STATUS = "CONFIRM_TERMINAL_STATUS"
+STALE_AFTER_SECONDS = "STALE_AFTER_SECONDS"
+RECONCILE_BUDGET = "RECONCILE_BUDGET"
+SRP_TIMEOUT_SECONDS = "SRP_TIMEOUT_SECONDS"
+AMBIGUOUS_SUBMIT_WAIT_SECONDS = "AMBIGUOUS_SUBMIT_WAIT_SECONDS"
+
+DEFAULT_SRP_API_URL = "https://srp.snark.art"
+DEFAULT_TASKS_COLLECTION = "srp_tasks"
+DEFAULT_DERIVATIVE_SPECS = "512:webp,256:webp,1024:png"
+
+# What each deployed function cannot start without. Terraform's structural tests
+# read this table, so a function and its deployment cannot drift apart.
+REQUIRED_BY_FUNCTION: Mapping[str, tuple[str, ...]] = {
+    "submit_task": (GOOGLE_CLOUD_PROJECT, SRP_API_KEY, WEBHOOK_URL, WEBHOOK_SECRET, EVENTS_TOPIC),
+    "ingest_webhook": (GOOGLE_CLOUD_PROJECT, SRP_API_KEY, WEBHOOK_SECRET, EVENTS_TOPIC),
+    "postprocess_render": (GOOGLE_CLOUD_PROJECT, RENDERS_BUCKET, DERIVATIVES_BUCKET, EVENTS_TOPIC),
+    "reconcile_tasks": (
+        GOOGLE_CLOUD_PROJECT,
+        SRP_API_KEY,
+        WEBHOOK_URL,
+        WEBHOOK_SECRET,
+        EVENTS_TOPIC,
+    ),
+    "record_dead_letter": (GOOGLE_CLOUD_PROJECT, EVENTS_TOPIC),
+}
+
+# Secrets reach production functions as Secret Manager secret environment variables only.
+SECRET_VARIABLES = (SRP_API_KEY, WEBHOOK_SECRET, WEBHOOK_SECRET_PREVIOUS)
+
+_DERIVATIVE_FORMATS = ("webp", "png", "jpeg", "avif")
+_TOPIC_ID = re.compile(r"^[A-Za-z][\w.~+%-]{2,254}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class DerivativeSpec:
+    """One derivative to make: fit inside `size` x `size`, encoded as `image_format`."""
+
+    size: int
+    image_format: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration of one function instance."""
+
+    project_id: str
+    srp_api_url: str = DEFAULT_SRP_API_URL
+    srp_api_key: str | None = field(default=None, repr=False)
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_secret_previous: str | None = field(default=None, repr=False)
+    tasks_collection: str = DEFAULT_TASKS_COLLECTION
+    events_topic: str | None = None
+    renders_bucket_name: str | None = None
+    derivatives_bucket_name: str | None = None
+    derivative_specs: tuple[DerivativeSpec, ...] = ()
+    max_request_age_seconds: int = 24 * 3600
+    confirm_terminal_status: bool = True
+    stale_after_seconds: int = 15 * 60
+    reconcile_budget: int = 500
+    srp_timeout_seconds: float = 10.0
+    # After a POST whose answer was lost, wait this long for SRP's callback to name the
+    # task before submitting again (see README, "Exactly one SRP task per request").
+    ambiguous_submit_wait_seconds: int = 300
+
+    def require(self, value: str | None, variable: str) -> str:
+        """Return a value that the caller cannot work without, naming the variable if unset."""
+        if not value:
+            raise ConfigurationError(f"{variable} is not set")
+        return value
+
+
+def parse_derivative_specs(text: str) -> tuple[DerivativeSpec, ...]:
+    """Parse `512:webp,256:webp,1024:png` into derivative specs."""
+    specs: list[DerivativeSpec] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        size_text, _, image_format = item.partition(":")
+        image_format = image_format.strip().lower() or "webp"
+        if image_format == "jpg":
+            image_format = "jpeg"
+        if not size_text.strip().isdigit() or not 16 <= int(size_text) <= 8192:
+            raise ConfigurationError(
+                f"{DERIVATIVE_SPECS}: size in {item!r} must be an integer between 16 and 8192"
+            )
+        if image_format not in _DERIVATIVE_FORMATS:
+            raise ConfigurationError(
+                f"{DERIVATIVE_SPECS}: format in {item!r} must be one of "
+                + ", ".join(_DERIVATIVE_FORMATS)
+            )
+        spec = DerivativeSpec(int(size_text), image_format)
+        if spec not in specs:
+            specs.append(spec)
+    if not specs:
+        raise ConfigurationError(f"{DERIVATIVE_SPECS} lists no derivative")
+    return tuple(specs)
+
+
+def load_settings(
+    function_name: str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate the environment; fail with the variable's name if something is wrong.
+
+    With `function_name`, every variable that function needs must be present.
+    """
+    env = os.environ if environ is None else environ
+
+    def text(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    if function_name is not None:
+        if function_name not in REQUIRED_BY_FUNCTION:
+            raise ConfigurationError(f"unknown function {function_name!r}")
+        missing = [name for name in REQUIRED_BY_FUNCTION[function_name] if not text(name)]
+        if missing:
+            raise ConfigurationError(
+                f"{function_name} cannot start: {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set"
+            )
+
+    project_id = text(GOOGLE_CLOUD_PROJECT)
+    if project_id is None:
+        raise ConfigurationError(f"{GOOGLE_CLOUD_PROJECT} is not set")
+
+    srp_api_url = text(SRP_API_URL) or DEFAULT_SRP_API_URL
+    _check_url(SRP_API_URL, srp_api_url)
+    webhook_url = text(WEBHOOK_URL)
+    if webhook_url is not None:
+        _check_url(WEBHOOK_URL, webhook_url)
+
+    events_topic = text(EVENTS_TOPIC)
+    if events_topic is not None and not _TOPIC_ID.match(events_topic):
+        raise ConfigurationError(f"{EVENTS_TOPIC} must be a Pub/Sub topic id, got {events_topic!r}")
+
+    renders_bucket_name = text(RENDERS_BUCKET)
+    derivatives_bucket_name = text(DERIVATIVES_BUCKET)
+
+    webhook_secret = text(WEBHOOK_SECRET)
+    if webhook_secret is not None and len(webhook_secret) < 16:
+        raise ConfigurationError(f"{WEBHOOK_SECRET} must be at least 16 characters long")
+
+    return Settings(
+        project_id=project_id,
+        srp_api_url=srp_api_url.rstrip("/"),
+        srp_api_key=text(SRP_API_KEY),
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        webhook_secret_previous=text(WEBHOOK_SECRET_PREVIOUS),
+        tasks_collection=text(TASKS_COLLECTION) or DEFAULT_TASKS_COLLECTION,
+        events_topic=events_topic,
+        renders_bucket_name=renders_bucket_name,
+        derivatives_bucket_name=derivatives_bucket_name,
+        derivative_specs=parse_derivative_specs(text(DERIVATIVE_SPECS) or DEFAULT_DERIVATIVE_SPECS),
+        max_request_age_seconds=_positive_int(env, MAX_REQUEST_AGE_SECONDS, 24 * 3600),
+        confirm_terminal_status=_boolean(env, CONFIRM_TERMINAL_STATUS, True),
+        stale_after_seconds=_positive_int(env, STALE_AFTER_SECONDS, 15 * 60),
+        reconcile_budget=_positive_int(env, RECONCILE_BUDGET, 500),
+        srp_timeout_seconds=float(_positive_int(env, SRP_TIMEOUT_SECONDS, 10)),
+        ambiguous_submit_wait_seconds=_positive_int(env, AMBIGUOUS_SUBMIT_WAIT_SECONDS, 300),
+    )
+
+
+def _check_url(variable: str, value: str) -> None:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigurationError(f"{variable} must be an http(s) URL, got {value!r}")
+
+
+def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigurationError(f"{variable} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def _boolean(env: Mapping[str, str], variable: str, default: bool) -> bool:
+    raw = env.get(variable, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigurationError(f"{variable} must be true or false, got {raw!r}")

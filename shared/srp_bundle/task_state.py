@@ -1,0 +1,367 @@
+"""The task record and its state machine: the one place that decides transitions and completion.
+
+Pure code, no I/O. Every job (submission, callbacks, reconciliation, post-processing,
+dead letters) describes what it learned as a *change*; `advance()` decides what that
+means for the record, which events go out, and what the event log keeps.
+
+    received -> submitted -> rendering -> rendered -> completed
+         \\__________\\____________\\__________\\________> failed
+
+A record never moves backwards; `completed` and `failed` are final. `render.completed`
+goes out exactly once: on the transition into `completed`, which needs both SRP's
+`done` and the derivatives, in whichever order they arrive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    """Our own view of a request's progress."""
+
+    RECEIVED = "received"
+    SUBMITTED = "submitted"
+    RENDERING = "rendering"
+    RENDERED = "rendered"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED})
+ACTIVE_STATES = tuple(s for s in State if s not in TERMINAL_STATES)
+_RANK = {
+    State.RECEIVED: 0,
+    State.SUBMITTED: 1,
+    State.RENDERING: 2,
+    State.RENDERED: 3,
+    State.COMPLETED: 4,
+    State.FAILED: 5,
+}
+
+# SRP's documented status is `done`; the others are what a task queue reports on the way.
+_STATUS_TO_STATE = {
+    "new": State.SUBMITTED,
+    "created": State.SUBMITTED,
+    "queued": State.SUBMITTED,
+    "pending": State.SUBMITTED,
+    "waiting": State.SUBMITTED,
+    "in_progress": State.RENDERING,
+    "processing": State.RENDERING,
+    "rendering": State.RENDERING,
+    "running": State.RENDERING,
+    "started": State.RENDERING,
+    "done": State.RENDERED,
+    "failed": State.FAILED,
+    "error": State.FAILED,
+    "canceled": State.FAILED,
+    "cancelled": State.FAILED,
+    "rejected": State.FAILED,
+}
+
+
+class EventType(StrEnum):
+    """The fixed `type` attribute values of outgoing events."""
+
+    TASK_SUBMITTED = "task.submitted"
+    TASK_STATUS_CHANGED = "task.status_changed"
+    TASK_FAILED = "task.failed"
+    RENDER_COMPLETED = "render.completed"
+
+
+def state_for_status(status: str) -> State | None:
+    """Our state for an SRP status, or None for a status we do not know."""
+    return _STATUS_TO_STATE.get(status.strip().lower())
+
+
+def is_terminal_status(status: str) -> bool:
+    """Whether an SRP status ends the task (done or failed)."""
+    return state_for_status(status) in (State.RENDERED, State.FAILED)
+
+
+def utc_now() -> datetime:
+    """Timezone-aware now (every timestamp here is UTC)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class TaskRecord:
+    """`TASKS_COLLECTION/{request_id}`: the design's fixed fields plus what the jobs need."""
+
+    request_id: str
+    collection_id: str
+    state: State = State.RECEIVED
+    task_id: str | None = None
+    status: str | None = None
+    output_files: list[str] = field(default_factory=list)
+    derivatives: list[dict[str, Any]] = field(default_factory=list)
+    other_files: list[dict[str, Any]] = field(default_factory=list)
+    render_path: str | None = None
+    render_generation: int | None = None
+    error: dict[str, str] | None = None
+    duplicate_task_ids: list[str] = field(default_factory=list)
+    input_data: dict[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+    callback_urls: list[Any] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    retry_of: str | None = None
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+    # Submission bookkeeping: who may POST now, and whether an earlier POST may have landed.
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    submit_attempts: int = 0
+    ambiguous_submit_at: datetime | None = None
+    # The latest transient failure, kept so a dead-lettered request can say why it gave up.
+    last_error: dict[str, str] | None = None
+    # Events decided in a committed transaction but not yet confirmed as published.
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the record can no longer change state."""
+        return self.state in TERMINAL_STATES
+
+    def to_document(self) -> dict[str, Any]:
+        """The Firestore document."""
+        document = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        document["state"] = str(self.state)
+        # Lets reconciliation find records whose events were decided but not yet published.
+        document["has_outbox"] = bool(self.outbox)
+        return document
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any] | None) -> TaskRecord:
+        """Rebuild a record from its Firestore document, ignoring fields we do not know."""
+        known = {k: v for k, v in (document or {}).items() if k in cls.__dataclass_fields__}
+        known["state"] = State(known.get("state", State.RECEIVED))
+        return cls(**known)
+
+    def event_data(self) -> dict[str, Any]:
+        """What every outgoing event about this record carries."""
+        return {
+            "request_id": self.request_id,
+            "task_id": self.task_id,
+            "collection_id": self.collection_id,
+            "state": str(self.state),
+            "status": self.status,
+        }
+
+
+# ---- changes: what a job learned ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSubmitted:
+    """SRP accepted our POST and told us the task id."""
+
+    task_id: str
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class SrpStatusReported:
+    """A status for a task, from a callback or from polling SRP."""
+
+    task_id: str
+    status: str
+    output_files: tuple[str, ...] = ()
+    timestamp: str | None = None
+    source: str = "callback"
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DerivativesReady:
+    """Post-processing finished for one generation of the render."""
+
+    render_path: str
+    generation: int
+    derivatives: tuple[dict[str, Any], ...]
+    other_files: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """Something permanent went wrong; `code` is machine-readable, `message` for people."""
+
+    code: str
+    message: str
+
+
+Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed
+
+
+@dataclass
+class Transition:
+    """The outcome of applying one change: the new record, what to publish and to log."""
+
+    record: TaskRecord
+    events: list[dict[str, Any]] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    changed: bool = False
+    attached_task_id: str | None = None
+
+
+def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> Transition:
+    """Apply `change` to `record` without ever moving it backwards."""
+    now = now or utc_now()
+    current = replace(
+        record,
+        output_files=list(record.output_files),
+        derivatives=list(record.derivatives),
+        other_files=list(record.other_files),
+        duplicate_task_ids=list(record.duplicate_task_ids),
+        outbox=list(record.outbox),
+    )
+    transition = Transition(record=current)
+    if isinstance(change, TaskSubmitted):
+        _attach_task(transition, change.task_id, change.status, now)
+    elif isinstance(change, SrpStatusReported):
+        _apply_status(transition, change, now)
+    elif isinstance(change, DerivativesReady):
+        _apply_derivatives(transition, change, now)
+    else:
+        _fail(transition, change.code, change.message, now)
+    if transition.changed:
+        current.updated_at = now
+        current.outbox.extend(transition.events)
+    return transition
+
+
+def _attach_task(transition: Transition, task_id: str, status: str | None, now: datetime) -> bool:
+    """Attach SRP's task id; a second, different id is a duplicate SRP task. True if ours."""
+    record = transition.record
+    if record.task_id == task_id:
+        return True
+    if record.task_id is not None:
+        if task_id not in record.duplicate_task_ids:
+            record.duplicate_task_ids.append(task_id)
+            transition.changed = True
+            transition.log.append(
+                _log_entry("duplicate_task", now, task_id=task_id, kept_task_id=record.task_id)
+            )
+        return False
+    record.task_id = task_id
+    record.lease_owner = None
+    record.lease_expires_at = None
+    record.ambiguous_submit_at = None
+    transition.attached_task_id = task_id
+    transition.changed = True
+    if record.is_terminal:
+        # A request failed before SRP's answer reached us: keep the id, never revive it.
+        return True
+    if status is not None and state_for_status(status) == State.SUBMITTED:
+        record.status = status
+    _move(transition, State.SUBMITTED, now, EventType.TASK_SUBMITTED)
+    return True
+
+
+def _apply_status(transition: Transition, change: SrpStatusReported, now: datetime) -> None:
+    record = transition.record
+    if not _attach_task(transition, change.task_id, None, now):
+        return
+    if record.is_terminal:
+        return
+    target = state_for_status(change.status)
+    if target is None:
+        transition.log.append(_log_entry("unknown_status", now, status=change.status))
+        return
+    if target == State.FAILED:
+        record.status = change.status
+        reason = change.reason or f"SRP reported status {change.status!r}"
+        _fail(transition, "srp_render_failed", reason, now)
+        return
+    if _RANK[target] < _RANK[record.state] or (
+        _RANK[target] == _RANK[record.state] and record.status == change.status
+    ):
+        return  # out of order or a repeat: the log keeps it, the record does not move
+    record.status = change.status
+    transition.changed = True
+    if target == State.RENDERED:
+        record.output_files = list(change.output_files)
+        if record.derivatives:
+            target = State.COMPLETED
+    if target == record.state:
+        transition.events.append(_event(EventType.TASK_STATUS_CHANGED, record, now))
+        return
+    _move(transition, target, now)
+
+
+def _apply_derivatives(transition: Transition, change: DerivativesReady, now: datetime) -> None:
+    record = transition.record
+    if record.state == State.FAILED:
+        transition.log.append(_log_entry("derivatives_ignored", now, reason="task failed"))
+        return
+    if record.render_generation is not None and change.generation <= record.render_generation:
+        return  # this generation (or a newer one) is already recorded
+    record.derivatives = list(change.derivatives)
+    record.other_files = list(change.other_files)
+    record.render_path = change.render_path
+    record.render_generation = change.generation
+    transition.changed = True
+    transition.log.append(
+        _log_entry("derivatives", now, generation=change.generation, count=len(change.derivatives))
+    )
+    if record.state == State.RENDERED:
+        _move(transition, State.COMPLETED, now)
+
+
+def _fail(transition: Transition, code: str, message: str, now: datetime) -> None:
+    record = transition.record
+    if record.is_terminal:
+        return
+    record.error = {"code": code, "message": message}
+    record.lease_owner = None
+    record.lease_expires_at = None
+    transition.changed = True
+    _move(transition, State.FAILED, now)
+
+
+def _move(
+    transition: Transition, target: State, now: datetime, event_type: EventType | None = None
+) -> None:
+    record = transition.record
+    if _RANK[target] <= _RANK[record.state] and target != State.FAILED:
+        return
+    previous = record.state
+    record.state = target
+    transition.changed = True
+    transition.log.append(_log_entry("transition", now, previous=str(previous), state=str(target)))
+    if event_type is None:
+        event_type = {
+            State.FAILED: EventType.TASK_FAILED,
+            State.COMPLETED: EventType.RENDER_COMPLETED,
+        }.get(target, EventType.TASK_STATUS_CHANGED)
+    transition.events.append(_event(event_type, record, now))
+
+
+def _event(event_type: EventType, record: TaskRecord, now: datetime) -> dict[str, Any]:
+    data = record.event_data()
+    if event_type == EventType.TASK_FAILED:
+        data["error"] = record.error
+    if event_type == EventType.RENDER_COMPLETED:
+        data["output_files"] = record.output_files
+        data["derivatives"] = record.derivatives
+        data["render_path"] = record.render_path
+    data["metadata"] = record.metadata
+    data["time"] = now.isoformat()
+    # Deterministic per transition, so a consumer can drop a re-sent event.
+    event_id = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
+    return {"event_id": event_id, "type": str(event_type), "data": data}
+
+
+def _log_entry(kind: str, now: datetime, **fields: Any) -> dict[str, Any]:
+    return {"kind": kind, "at": now, **fields}
+
+
+def log_entry_id(entry: dict[str, Any]) -> str:
+    """A deterministic id for an event-log entry, so an identical duplicate is logged once."""
+    stable = {k: v for k, v in entry.items() if k not in ("at", "received_at")}
+    digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{entry['kind']}-{digest[:24]}"

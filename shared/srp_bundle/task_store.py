@@ -1,0 +1,234 @@
+"""Firestore persistence of task records: every change goes through one transaction.
+
+Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
+- `srp_tasks/{request_id}`: the task record (`task_state.TaskRecord`);
+- `srp_tasks/{request_id}/events/{entry_id}`: the append-only event log;
+- `srp_tasks_renders/{task_id}`: post-processing results keyed by SRP's task id, kept
+  until (and after) a record with that task id exists, so the two can meet in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+
+from srp_bundle.task_state import (
+    ACTIVE_STATES,
+    Change,
+    DerivativesReady,
+    TaskRecord,
+    Transition,
+    advance,
+    log_entry_id,
+    utc_now,
+)
+
+EVENTS_SUBCOLLECTION = "events"
+RENDERS_SUFFIX = "_renders"
+
+
+class RecordNotFoundError(LookupError):
+    """No task record with that request id."""
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What post-processing recorded for one SRP task (see `DerivativesReady`)."""
+
+    task_id: str
+    change: DerivativesReady
+
+    def to_document(self) -> dict[str, Any]:
+        """The Firestore document."""
+        return {
+            "task_id": self.task_id,
+            "render_path": self.change.render_path,
+            "generation": self.change.generation,
+            "derivatives": list(self.change.derivatives),
+            "other_files": list(self.change.other_files),
+            "updated_at": utc_now(),
+        }
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any] | None) -> RenderResult:
+        """Rebuild from Firestore."""
+        document = document or {}
+        return cls(
+            task_id=document["task_id"],
+            change=DerivativesReady(
+                render_path=document["render_path"],
+                generation=int(document["generation"]),
+                derivatives=tuple(document.get("derivatives", [])),
+                other_files=tuple(document.get("other_files", [])),
+            ),
+        )
+
+
+class TaskStore:
+    """Reads and transactional updates of task records, their event log and render results."""
+
+    def __init__(self, client: firestore.Client, collection: str) -> None:
+        self.client = client
+        self.collection_name = collection
+        self.records = client.collection(collection)
+        self.renders = client.collection(collection + RENDERS_SUFFIX)
+
+    # ---- reads --------------------------------------------------------------------------
+
+    def get(self, request_id: str) -> TaskRecord | None:
+        """The record, or None."""
+        snapshot = self.records.document(request_id).get()
+        return TaskRecord.from_document(snapshot.to_dict()) if snapshot.exists else None
+
+    def find_by_task_id(self, task_id: str) -> TaskRecord | None:
+        """The record whose attached SRP task is `task_id`, or None."""
+        for snapshot in self.records.where("task_id", "==", task_id).limit(1).stream():
+            return TaskRecord.from_document(snapshot.to_dict())
+        return None
+
+    def event_log(self, request_id: str) -> list[dict[str, Any]]:
+        """The record's event log, oldest first."""
+        entries = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION).stream()
+        return sorted((e.to_dict() for e in entries), key=lambda entry: entry["at"])
+
+    def render_result(self, task_id: str) -> RenderResult | None:
+        """Post-processing results stored for an SRP task, or None."""
+        snapshot = self.renders.document(task_id).get()
+        return RenderResult.from_document(snapshot.to_dict()) if snapshot.exists else None
+
+    def stale_records(
+        self, updated_before: datetime, limit: int, start_after: datetime | None = None
+    ) -> list[TaskRecord]:
+        """Active records with no news since `updated_before`, oldest first, one page."""
+        query = (
+            self.records.where("state", "in", [str(s) for s in ACTIVE_STATES])
+            .where("updated_at", "<", updated_before)
+            .order_by("updated_at")
+        )
+        if start_after is not None:
+            query = query.start_after({"updated_at": start_after})
+        return [TaskRecord.from_document(s.to_dict()) for s in query.limit(limit).stream()]
+
+    # ---- writes -------------------------------------------------------------------------
+
+    def create(self, record: TaskRecord, log: Iterable[dict[str, Any]] = ()) -> bool:
+        """Create the record if no record has its request id; False if one already exists."""
+        reference = self.records.document(record.request_id)
+
+        @firestore.transactional
+        def create_in(transaction: firestore.Transaction) -> bool:
+            if reference.get(transaction=transaction).exists:
+                return False
+            transaction.create(reference, record.to_document())
+            self._write_log(transaction, record.request_id, log)
+            return True
+
+        return bool(create_in(self.client.transaction()))
+
+    def update(
+        self,
+        request_id: str,
+        decide: Callable[[TaskRecord | None], tuple[TaskRecord | None, list[dict[str, Any]]]],
+    ) -> TaskRecord | None:
+        """Read-decide-write in one transaction; `decide` returns the record to write (or None)."""
+        reference = self.records.document(request_id)
+
+        @firestore.transactional
+        def update_in(transaction: firestore.Transaction) -> TaskRecord | None:
+            snapshot = reference.get(transaction=transaction)
+            current = TaskRecord.from_document(snapshot.to_dict()) if snapshot.exists else None
+            new_record, log = decide(current)
+            if new_record is not None:
+                new_record.updated_at = utc_now()
+                transaction.set(reference, new_record.to_document())
+                self._write_log(transaction, request_id, log)
+            return new_record if new_record is not None else current
+
+        result: TaskRecord | None = update_in(self.client.transaction())
+        return result
+
+    def apply(
+        self,
+        request_id: str,
+        change: Change,
+        *,
+        received: dict[str, Any] | None = None,
+    ) -> Transition:
+        """Apply a change to a record in one transaction; `received` is logged verbatim.
+
+        When the change attaches a task id for the first time, post-processing results
+        already stored for that task are applied in the same transaction.
+        """
+        reference = self.records.document(request_id)
+
+        @firestore.transactional
+        def apply_in(transaction: firestore.Transaction) -> Transition:
+            snapshot = reference.get(transaction=transaction)
+            if not snapshot.exists:
+                raise RecordNotFoundError(request_id)
+            record = TaskRecord.from_document(snapshot.to_dict())
+            transition = advance(record, change)
+            if transition.attached_task_id is not None:
+                pending = self.renders.document(transition.attached_task_id).get(
+                    transaction=transaction
+                )
+                if pending.exists:
+                    follow_up = advance(
+                        transition.record, RenderResult.from_document(pending.to_dict()).change
+                    )
+                    transition.record = follow_up.record
+                    transition.events += follow_up.events
+                    transition.log += follow_up.log
+                    transition.changed = transition.changed or follow_up.changed
+            log = list(transition.log)
+            if received is not None:
+                log.append(received)
+            if transition.changed:
+                transaction.set(reference, transition.record.to_document())
+            self._write_log(transaction, request_id, log)
+            return transition
+
+        result: Transition = apply_in(self.client.transaction())
+        return result
+
+    def save_render_result(self, result: RenderResult) -> None:
+        """Store post-processing results for a task (a newer generation replaces an older one)."""
+        reference = self.renders.document(result.task_id)
+
+        @firestore.transactional
+        def save_in(transaction: firestore.Transaction) -> None:
+            snapshot = reference.get(transaction=transaction)
+            if snapshot.exists and int(snapshot.get("generation")) >= result.change.generation:
+                return
+            transaction.set(reference, result.to_document())
+
+        save_in(self.client.transaction())
+
+    def confirm_published(self, request_id: str, event_ids: Iterable[str]) -> None:
+        """Drop published events from the record's outbox."""
+        published = set(event_ids)
+        if not published:
+            return
+
+        def decide(
+            record: TaskRecord | None,
+        ) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
+            if record is None or not any(e["event_id"] in published for e in record.outbox):
+                return None, []
+            record.outbox = [e for e in record.outbox if e["event_id"] not in published]
+            return record, []
+
+        self.update(request_id, decide)
+
+    def _write_log(
+        self, transaction: firestore.Transaction, request_id: str, entries: Iterable[dict[str, Any]]
+    ) -> None:
+        log = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION)
+        for entry in entries:
+            entry = {"at": utc_now(), **entry}
+            # Deterministic ids: an identical duplicate (same callback twice) is kept once.
+            transaction.set(log.document(log_entry_id(entry)), entry)

@@ -1,0 +1,74 @@
+"""Settings fail at start-up with a message that names the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from srp_bundle.errors import ConfigurationError
+from srp_bundle.settings import (
+    REQUIRED_BY_FUNCTION,
+    DerivativeSpec,
+    load_settings,
+    parse_derivative_specs,
+)
+
+COMPLETE = {
+    "GOOGLE_CLOUD_PROJECT": "demo",
+    "SRP_API_KEY": "key",
+    "WEBHOOK_URL": "https://hooks.example/ingest",
+    "WEBHOOK_SECRET": "0123456789abcdef0123",
+    "EVENTS_TOPIC": "render-events",
+    "RENDERS_BUCKET": "renders",
+    "DERIVATIVES_BUCKET": "derivatives",
+}
+
+
+@pytest.mark.parametrize("function_name", sorted(REQUIRED_BY_FUNCTION))
+def test_every_function_starts_with_a_complete_environment(function_name: str) -> None:
+    settings = load_settings(function_name, COMPLETE)
+    assert settings.project_id == "demo"
+    assert settings.srp_api_url == "https://srp.snark.art"
+    assert settings.tasks_collection == "srp_tasks"
+
+
+@pytest.mark.parametrize(
+    ("function_name", "variable"),
+    [(name, variable) for name, needed in REQUIRED_BY_FUNCTION.items() for variable in needed],
+)
+def test_a_missing_variable_is_named(function_name: str, variable: str) -> None:
+    environ = {k: v for k, v in COMPLETE.items() if k != variable}
+    with pytest.raises(ConfigurationError, match=variable):
+        load_settings(function_name, environ)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SRP_API_URL", "ftp://srp"),
+        ("WEBHOOK_URL", "not a url"),
+        ("EVENTS_TOPIC", "has spaces"),
+        ("WEBHOOK_SECRET", "short"),
+        ("DERIVATIVE_SPECS", "512:gif"),
+        ("DERIVATIVE_SPECS", "huge:webp"),
+        ("MAX_REQUEST_AGE_SECONDS", "-1"),
+        ("CONFIRM_TERMINAL_STATUS", "maybe"),
+    ],
+)
+def test_a_malformed_value_is_named(variable: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable):
+        load_settings(None, {**COMPLETE, variable: value})
+
+
+def test_derivative_specs_parse_sizes_and_formats() -> None:
+    assert parse_derivative_specs("512:webp, 256:WEBP,1024:png,64:jpg,512:webp") == (
+        DerivativeSpec(512, "webp"),
+        DerivativeSpec(256, "webp"),
+        DerivativeSpec(1024, "png"),
+        DerivativeSpec(64, "jpeg"),
+    )
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    text = repr(load_settings(None, COMPLETE))
+    assert "0123456789abcdef0123" not in text
+    assert "key'" not in text

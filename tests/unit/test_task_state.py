@@ -1,0 +1,168 @@
+"""The state machine alone: monotonic, terminal states final, render.completed exactly once."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from srp_bundle.task_state import (
+    DerivativesReady,
+    SrpStatusReported,
+    State,
+    TaskFailed,
+    TaskRecord,
+    TaskSubmitted,
+    advance,
+)
+
+TASK = "7f6c1c52-0d36-4a7f-9d1e-1a2b3c4d5e6f"
+DERIVATIVES = DerivativesReady(
+    render_path=f"render/demo/{TASK}/render.png",
+    generation=1,
+    derivatives=({"path": "d/512.webp", "width": 512, "height": 512},),
+)
+
+
+def _record() -> TaskRecord:
+    return TaskRecord(request_id="req-1", collection_id="c0ffee00-0000-4000-8000-000000000000")
+
+
+def _run(changes) -> tuple[TaskRecord, list[str]]:
+    record, events = _record(), []
+    for change in changes:
+        transition = advance(record, change)
+        record = transition.record
+        events += [e["type"] for e in transition.events]
+    return record, events
+
+
+def test_happy_path_moves_forward_and_completes_once() -> None:
+    record, events = _run(
+        [
+            TaskSubmitted(TASK, "new"),
+            SrpStatusReported(TASK, "in_progress"),
+            SrpStatusReported(TASK, "done", (f"render/demo/{TASK}/render.png",)),
+            DERIVATIVES,
+        ]
+    )
+    assert record.state == State.COMPLETED
+    assert record.status == "done"
+    assert record.output_files == [f"render/demo/{TASK}/render.png"]
+    assert events == [
+        "task.submitted",
+        "task.status_changed",
+        "task.status_changed",
+        "render.completed",
+    ]
+
+
+def test_derivatives_before_done_complete_on_done() -> None:
+    record, events = _run([TaskSubmitted(TASK), DERIVATIVES, SrpStatusReported(TASK, "done")])
+    assert record.state == State.COMPLETED
+    assert events.count("render.completed") == 1
+
+
+def test_late_and_duplicate_callbacks_never_move_back() -> None:
+    record, events = _run(
+        [
+            TaskSubmitted(TASK),
+            SrpStatusReported(TASK, "done"),
+            SrpStatusReported(TASK, "in_progress"),
+            SrpStatusReported(TASK, "done"),
+            SrpStatusReported(TASK, "new"),
+        ]
+    )
+    assert record.state == State.RENDERED
+    assert record.status == "done"
+    assert events == ["task.submitted", "task.status_changed"]
+
+
+def test_failed_is_final() -> None:
+    record, events = _run(
+        [
+            TaskSubmitted(TASK),
+            SrpStatusReported(TASK, "failed", reason="scene crashed"),
+            SrpStatusReported(TASK, "done"),
+            DERIVATIVES,
+        ]
+    )
+    assert record.state == State.FAILED
+    assert record.error == {"code": "srp_render_failed", "message": "scene crashed"}
+    assert events == ["task.submitted", "task.failed"]
+
+
+def test_completed_is_final_even_for_a_failure() -> None:
+    record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done"), DERIVATIVES])
+    transition = advance(record, TaskFailed("late", "too late"))
+    assert not transition.changed
+    assert transition.record.state == State.COMPLETED
+
+
+def test_a_second_task_id_is_recorded_as_duplicate_without_corrupting_the_record() -> None:
+    other = "00000000-1111-4222-8333-444444444444"
+    record, events = _run(
+        [TaskSubmitted(TASK), SrpStatusReported(other, "done"), SrpStatusReported(TASK, "new")]
+    )
+    assert record.task_id == TASK
+    assert record.duplicate_task_ids == [other]
+    assert record.state == State.SUBMITTED
+    assert "render.completed" not in events
+
+
+def test_a_callback_attaches_the_task_when_the_post_answer_was_lost() -> None:
+    record, events = _run([SrpStatusReported(TASK, "in_progress")])
+    assert record.task_id == TASK
+    assert record.state == State.RENDERING
+    assert events[0] == "task.submitted"
+
+
+def test_a_newer_generation_replaces_derivatives_without_a_second_completion() -> None:
+    record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done"), DERIVATIVES])
+    newer = DerivativesReady(DERIVATIVES.render_path, 2, ({"path": "d/g2/512.webp"},))
+    transition = advance(record, newer)
+    assert transition.record.derivatives == [{"path": "d/g2/512.webp"}]
+    assert transition.events == []
+    assert not advance(transition.record, DERIVATIVES).changed  # older generation: ignored
+
+
+def test_unknown_status_changes_nothing_but_the_log() -> None:
+    transition = advance(
+        advance(_record(), TaskSubmitted(TASK)).record, SrpStatusReported(TASK, "??")
+    )
+    assert not transition.changed
+    assert transition.log[0]["kind"] == "unknown_status"
+
+
+_SEQUENCE = [
+    SrpStatusReported(TASK, "new"),
+    SrpStatusReported(TASK, "in_progress"),
+    SrpStatusReported(TASK, "done", (f"render/demo/{TASK}/render.png",)),
+    DERIVATIVES,
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.permutations(_SEQUENCE)
+    .flatmap(
+        lambda order: st.lists(st.sampled_from(order), max_size=6).map(lambda extra: order + extra)
+    )
+    .flatmap(st.permutations)
+)
+def test_every_ordering_with_duplicates_ends_in_the_same_record(changes) -> None:
+    record, events = _run(changes)
+    assert record.state == State.COMPLETED
+    assert record.task_id == TASK
+    assert record.output_files == [f"render/demo/{TASK}/render.png"]
+    assert events.count("render.completed") == 1
+    assert events.count("task.submitted") == 1
+    assert "task.failed" not in events
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations([*_SEQUENCE[:2], SrpStatusReported(TASK, "failed"), DERIVATIVES]))
+def test_every_ordering_with_a_failure_ends_failed_once(changes) -> None:
+    record, events = _run(changes)
+    assert record.state == State.FAILED
+    assert events.count("task.failed") == 1
+    assert "render.completed" not in events
