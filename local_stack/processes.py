@@ -41,6 +41,26 @@ def port_is_open(host: str, port: int) -> bool:
     return False
 
 
+def listening_pids(port: int) -> set[int]:
+    """Processes that hold a listening TCP socket on `port` (from /proc; Linux only)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "0A":  # 0A = LISTEN
+                    inodes.add(fields[9])
+    owners = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    owners.add(int(fd_dir.parent.name))
+    return owners
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: the kernel sends SIGTERM to the child if we die
     # (even by SIGKILL), so an interrupted test run leaves no orphan behind.

@@ -91,6 +91,43 @@ class SrpConnectionError(SrpError):
         self.may_have_reached_srp = may_have_reached_srp
 
 
+class ImageRejectedError(BundleError):
+    """A render can never become derivatives; `code` says why."""
+
+    code = "image_rejected"
+
+
+class NotPngError(ImageRejectedError):
+    """The source does not start with the PNG signature, whatever its content type says."""
+
+    code = "not_png"
+
+
+class CorruptImageError(ImageRejectedError):
+    """The PNG is truncated, fails a checksum or cannot be decoded."""
+
+    code = "corrupt_image"
+
+
+class TooManyPixelsError(ImageRejectedError):
+    """The PNG header claims more pixels than allowed (a decompression bomb, or just too big)."""
+
+    code = "too_many_pixels"
+
+
+class SourceTooLargeError(ImageRejectedError):
+    """The render object is larger than the function is allowed to read."""
+
+    code = "source_too_large"
+
+
+class DerivativeWriteConflictError(BundleError):
+    """A derivative name kept changing under us; the event should be retried."""
+
+    code = "derivative_write_conflict"
+    transient = True
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header, in its delta-seconds or HTTP-date form."""
     if value is None or not value.strip():

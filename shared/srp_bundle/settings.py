@@ -28,10 +28,17 @@ STALE_AFTER_SECONDS = "STALE_AFTER_SECONDS"
 RECONCILE_BUDGET = "RECONCILE_BUDGET"
 SRP_TIMEOUT_SECONDS = "SRP_TIMEOUT_SECONDS"
 AMBIGUOUS_SUBMIT_WAIT_SECONDS = "AMBIGUOUS_SUBMIT_WAIT_SECONDS"
+RENDER_PATH_PATTERN = "RENDER_PATH_PATTERN"
+MAX_SOURCE_PIXELS = "MAX_SOURCE_PIXELS"
+MAX_SOURCE_BYTES = "MAX_SOURCE_BYTES"
 
 DEFAULT_SRP_API_URL = "https://srp.snark.art"
 DEFAULT_TASKS_COLLECTION = "srp_tasks"
 DEFAULT_DERIVATIVE_SPECS = "512:webp,256:webp,1024:png"
+# SRP's documented layout: render/<COLLECTION_NAME>/<TASK_UUID>/render.png
+DEFAULT_RENDER_PATH_PATTERN = (
+    r"^render/(?P<collection_name>[^/]+)/(?P<task_id>[0-9A-Fa-f-]{36})/render\.png$"
+)
 
 # What each deployed function cannot start without. Terraform's structural tests
 # read this table, so a function and its deployment cannot drift apart.
@@ -89,6 +96,9 @@ class Settings:
     # After a POST whose answer was lost, wait this long for SRP's callback to name the
     # task before submitting again (see README, "Exactly one SRP task per request").
     ambiguous_submit_wait_seconds: int = 300
+    render_path_pattern: re.Pattern[str] = re.compile(DEFAULT_RENDER_PATH_PATTERN)
+    max_source_pixels: int = 50_000_000
+    max_source_bytes: int = 256 * 1024 * 1024
 
     def require(self, value: str | None, variable: str) -> str:
         """Return a value that the caller cannot work without, naming the variable if unset."""
@@ -186,7 +196,22 @@ def load_settings(
         reconcile_budget=_positive_int(env, RECONCILE_BUDGET, 500),
         srp_timeout_seconds=float(_positive_int(env, SRP_TIMEOUT_SECONDS, 10)),
         ambiguous_submit_wait_seconds=_positive_int(env, AMBIGUOUS_SUBMIT_WAIT_SECONDS, 300),
+        render_path_pattern=_render_path_pattern(text(RENDER_PATH_PATTERN)),
+        max_source_pixels=_positive_int(env, MAX_SOURCE_PIXELS, 50_000_000),
+        max_source_bytes=_positive_int(env, MAX_SOURCE_BYTES, 256 * 1024 * 1024),
     )
+
+
+def _render_path_pattern(value: str | None) -> re.Pattern[str]:
+    try:
+        pattern = re.compile(value or DEFAULT_RENDER_PATH_PATTERN)
+    except re.error as error:
+        raise ConfigurationError(f"{RENDER_PATH_PATTERN} is not a valid regex: {error}") from None
+    if {"collection_name", "task_id"} - set(pattern.groupindex):
+        raise ConfigurationError(
+            f"{RENDER_PATH_PATTERN} must have named groups collection_name and task_id"
+        )
+    return pattern
 
 
 def _check_url(variable: str, value: str) -> None:

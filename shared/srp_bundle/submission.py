@@ -26,7 +26,7 @@ from srp_bundle.log import get_logger, log_fields
 from srp_bundle.render_requests import RenderRequest, parse_render_request, request_id_hint
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
-from srp_bundle.srp_models import callback_url_to_json
+from srp_bundle.srp_models import callback_url_to_json, parse_callback_urls
 from srp_bundle.task_state import (
     State,
     TaskFailed,
@@ -100,6 +100,29 @@ class Submitter:
             return SubmissionResult(claim.outcome, claim.record)
         if too_old is not None:
             return self._fail_request(request, "request_expired", too_old)
+        return self._post(request, attempt)
+
+    def resubmit(self, record: TaskRecord, now: datetime | None = None) -> SubmissionResult:
+        """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
+        now = now or utc_now()
+        request = RenderRequest(
+            request_id=record.request_id,
+            collection_id=record.collection_id,
+            input_data=record.input_data,
+            priority=record.priority,
+            callback_urls=parse_callback_urls(record.callback_urls),
+            metadata=record.metadata,
+            retry_of=record.retry_of,
+        )
+        age = (now - record.created_at).total_seconds()
+        expired = age > self.settings.max_request_age_seconds
+        attempt = uuid.uuid4().hex
+        claim = self._claim(request, attempt, now, expired=expired)
+        if claim.outcome is not None:
+            return SubmissionResult(claim.outcome, claim.record)
+        if expired:
+            reason = f"never submitted within MAX_REQUEST_AGE_SECONDS ({age:.0f}s old)"
+            return self._fail_request(request, "request_expired", reason)
         return self._post(request, attempt)
 
     # ---- steps ------------------------------------------------------------------------

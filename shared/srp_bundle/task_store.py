@@ -20,6 +20,7 @@ from srp_bundle.task_state import (
     ACTIVE_STATES,
     Change,
     DerivativesReady,
+    TaskFailed,
     TaskRecord,
     Transition,
     advance,
@@ -37,10 +38,21 @@ class RecordNotFoundError(LookupError):
 
 @dataclass(frozen=True)
 class RenderResult:
-    """What post-processing recorded for one SRP task (see `DerivativesReady`)."""
+    """What post-processing recorded for one SRP task (see `DerivativesReady`).
+
+    With `error` (`{code, message}`), that generation of the render can never become
+    derivatives: `change` then lists none, and the record it meets fails instead.
+    """
 
     task_id: str
     change: DerivativesReady
+    error: dict[str, str] | None = None
+
+    def record_change(self) -> DerivativesReady | TaskFailed:
+        """What this result means for the task record."""
+        if self.error is not None:
+            return TaskFailed(self.error["code"], self.error["message"])
+        return self.change
 
     def to_document(self) -> dict[str, Any]:
         """The Firestore document."""
@@ -50,6 +62,7 @@ class RenderResult:
             "generation": self.change.generation,
             "derivatives": list(self.change.derivatives),
             "other_files": list(self.change.other_files),
+            "error": self.error,
             "updated_at": utc_now(),
         }
 
@@ -65,6 +78,7 @@ class RenderResult:
                 derivatives=tuple(document.get("derivatives", [])),
                 other_files=tuple(document.get("other_files", [])),
             ),
+            error=document.get("error"),
         )
 
 
@@ -112,6 +126,12 @@ class TaskStore:
         if start_after is not None:
             query = query.start_after({"updated_at": start_after})
         return [TaskRecord.from_document(s.to_dict()) for s in query.limit(limit).stream()]
+
+    def records_with_outbox(self, updated_before: datetime, limit: int) -> list[TaskRecord]:
+        """Records whose decided events were not confirmed as published by `updated_before`."""
+        query = self.records.where("has_outbox", "==", True).limit(limit)
+        records = [TaskRecord.from_document(s.to_dict()) for s in query.stream()]
+        return [r for r in records if r.updated_at < updated_before]
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -178,7 +198,8 @@ class TaskStore:
                 )
                 if pending.exists:
                     follow_up = advance(
-                        transition.record, RenderResult.from_document(pending.to_dict()).change
+                        transition.record,
+                        RenderResult.from_document(pending.to_dict()).record_change(),
                     )
                     transition.record = follow_up.record
                     transition.events += follow_up.events

@@ -1,0 +1,128 @@
+"""Fault injection: which failures to simulate, how often, drawn from one seeded RNG."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+_RATE_SUFFIX = "_rate"
+
+
+class FaultConfigError(ValueError):
+    """A fault setting is unknown or out of range; the message names it."""
+
+
+@dataclass
+class FaultConfig:
+    """Every fault knob; a `*_rate` is the probability (0..1) that the fault hits."""
+
+    seed: int = 0
+    # HTTP faults on the public API (POST and GET /api/v1/tasks), in this order:
+    http_fault_methods: list[str] = field(default_factory=lambda: ["GET", "POST"])
+    hang_rate: float = 0.0  # no answer at all, connection closed after hang_seconds
+    hang_seconds: float = 30.0
+    error_5xx_rate: float = 0.0  # answered before anything is created
+    error_5xx_statuses: list[int] = field(default_factory=lambda: [500, 502, 503])
+    error_429_rate: float = 0.0
+    retry_after_seconds: int = 1
+    lost_response_rate: float = 0.0  # POST only: the task is created, the connection dropped
+    slow_rate: float = 0.0  # the request is handled, the answer is delayed by slow_seconds
+    slow_seconds: float = 2.0
+    # Render faults, drawn once per task:
+    render_failure_rate: float = 0.0
+    render_failure_reason: str = "render failed: injected fault"
+    out_of_order_rate: float = 0.0  # the in_progress callback is delivered after the final one
+    early_done_rate: float = 0.0  # `done` is announced, the file uploaded after the callback
+    early_done_upload_delay: float = 0.5
+    late_done_rate: float = 0.0  # the file is uploaded, the `done` callback sent much later
+    late_done_delay: float = 3.0
+    # Callback faults, drawn once per status change:
+    duplicate_callback_rate: float = 0.0
+    drop_callback_rate: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FaultConfig:
+        """Build from JSON-ish values; unspecified knobs keep their defaults."""
+        if not isinstance(values, dict):
+            raise FaultConfigError("faults must be a JSON object")
+        known = {item.name: item for item in dataclasses.fields(cls)}
+        config = cls()
+        for name, raw in values.items():
+            if name not in known:
+                raise FaultConfigError(f"unknown fault setting '{name}'")
+            setattr(config, name, _coerce(name, raw, getattr(config, name)))
+        return config
+
+    def with_overrides(self, assignments: list[str]) -> FaultConfig:
+        """Apply `name=value` strings (the --fault CLI flag) on top of this config."""
+        values = self.to_dict()
+        for assignment in assignments:
+            name, separator, text = assignment.partition("=")
+            if not separator:
+                raise FaultConfigError(f"--fault expects name=value, got '{assignment}'")
+            current = values.get(name.strip())
+            if isinstance(current, list):
+                values[name.strip()] = [item.strip() for item in text.split(",") if item.strip()]
+            else:
+                values[name.strip()] = text.strip()
+        return FaultConfig.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy of every knob."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            raise TypeError
+        if isinstance(default, int) and not isinstance(default, bool):
+            value: Any = int(raw)
+        elif isinstance(default, float):
+            value = float(raw)
+        elif isinstance(default, str):
+            value = str(raw)
+        elif name == "http_fault_methods":
+            value = [str(method).upper() for method in raw]
+            if not set(value) <= {"GET", "POST"}:
+                raise ValueError
+        else:
+            value = [int(status) for status in raw]
+            if not value or not all(500 <= status <= 599 for status in value):
+                raise ValueError
+    except (TypeError, ValueError) as error:
+        raise FaultConfigError(f"invalid value {raw!r} for fault setting '{name}'") from error
+    if name.endswith(_RATE_SUFFIX) and not 0.0 <= value <= 1.0:
+        raise FaultConfigError(f"'{name}' must be between 0 and 1, got {value}")
+    if isinstance(value, int | float) and value < 0:
+        raise FaultConfigError(f"'{name}' must not be negative, got {value}")
+    return value
+
+
+class FaultInjector:
+    """Thread-safe fault decisions from a seeded RNG, so a run can be replayed."""
+
+    def __init__(self, config: FaultConfig) -> None:
+        self._lock = threading.Lock()
+        self.configure(config)
+
+    def configure(self, config: FaultConfig) -> None:
+        """Replace the settings and restart the RNG from the config's seed."""
+        with self._lock:
+            self.config = config
+            self._random = random.Random(config.seed)
+
+    def hits(self, rate_name: str) -> bool:
+        """Whether the fault named by a `*_rate` knob happens this time."""
+        with self._lock:
+            rate = float(getattr(self.config, rate_name))
+            # Draw even for rate 0 or 1 so enabling one fault doesn't shift the others' sequence.
+            return self._random.random() < rate
+
+    def choose(self, options: list[int]) -> int:
+        """Pick one of the options with the seeded RNG."""
+        with self._lock:
+            return self._random.choice(options)

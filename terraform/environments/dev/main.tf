@@ -1,0 +1,25 @@
+module "srp_bundle" {
+  source = "../../modules/srp_bundle"
+
+  environment         = "dev"
+  deletion_protection = false
+
+  retention = {
+    # Dev renders are throwaway.
+    renders_days     = 30
+    derivatives_days = 30
+  }
+
+  project_id                     = var.project_id
+  region                         = var.region
+  bucket_location                = var.bucket_location
+  firestore_location             = var.firestore_location
+  function_source_dir            = var.function_source_dir
+  srp_api_url                    = var.srp_api_url
+  srp_writer_member              = var.srp_writer_member
+  function_scaling               = var.function_scaling
+  accept_previous_webhook_secret = var.accept_previous_webhook_secret
+  secret_versions                = var.secret_versions
+  event_log_ttl_enabled          = var.event_log_ttl_enabled
+  notification_channels          = var.notification_channels
+}

@@ -1,0 +1,43 @@
+# The code uses the default database (no database id setting).
+resource "google_firestore_database" "main" {
+  project                           = var.project_id
+  name                              = "(default)"
+  location_id                       = var.firestore_location
+  type                              = "FIRESTORE_NATIVE"
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = var.deletion_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+}
+
+# reconcile_tasks looks for tasks in a given state that have not been updated for a while.
+resource "google_firestore_index" "tasks_by_state_and_update" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = var.tasks_collection
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "updated_at"
+    order      = "ASCENDING"
+  }
+}
+
+# Applies to every `events` subcollection (the task event logs): entries are deleted once
+# their `expire_at` has passed; entries without it are kept.
+resource "google_firestore_field" "event_log_ttl" {
+  count = var.event_log_ttl_enabled ? 1 : 0
+
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = "events"
+  field      = "expire_at"
+
+  ttl_config {}
+
+  # No single-field index on a TTL timestamp: it is never queried and would hotspot.
+  index_config {}
+}

@@ -1,0 +1,177 @@
+# One identity per function, each granted only what its job touches, on the resource it
+# touches. The only project-level grants are the three below that have no narrower scope.
+
+locals {
+  pubsub_service_agent = "serviceAccount:service-${data.google_project.main.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+  function_secret_access = merge([
+    for function_name, function in local.functions : {
+      for variable in function.secret_environment :
+      "${function_name}/${variable}" => { function = function_name, variable = variable }
+    }
+  ]...)
+
+  functions_with_event_trigger = toset([
+    for function_name, function in local.functions : function_name if function.event_trigger != null
+  ])
+}
+
+data "google_storage_project_service_account" "main" {
+  project = var.project_id
+}
+
+resource "google_service_account" "function" {
+  for_each = local.functions
+
+  project      = var.project_id
+  account_id   = "${local.name_prefix}-${replace(each.key, "_", "-")}"
+  display_name = "SRP ${var.environment} ${each.key}"
+  description  = "Runs ${each.key}; granted only what that function touches."
+}
+
+resource "google_service_account" "eventarc_trigger" {
+  project      = var.project_id
+  account_id   = "${local.name_prefix}-eventarc-trigger"
+  display_name = "SRP ${var.environment} Eventarc triggers"
+  description  = "Identity Eventarc uses to invoke postprocess_render, reconcile_tasks and record_dead_letter."
+}
+
+resource "google_service_account" "pubsub_push" {
+  project      = var.project_id
+  account_id   = "${local.name_prefix}-pubsub-push"
+  display_name = "SRP ${var.environment} render-requests push"
+  description  = "Identity of the OIDC token the render-requests push subscription sends to submit_task."
+}
+
+# --- Project level, by necessity -------------------------------------------------------
+
+# Firestore grants are per project; the condition narrows them to this database, and
+# datastore.user (read and write documents) is the narrowest role the task record needs.
+resource "google_project_iam_member" "function_firestore" {
+  for_each = local.functions
+
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = google_service_account.function[each.key].member
+
+  condition {
+    title      = "srp-${var.environment}-firestore-database"
+    expression = "resource.name == \"projects/${var.project_id}/databases/${google_firestore_database.main.name}\""
+  }
+}
+
+# Eventarc checks this role on the project: there is no resource to scope it to.
+resource "google_project_iam_member" "eventarc_event_receiver" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = google_service_account.eventarc_trigger.member
+}
+
+# The GCS trigger's transport topic is created by Eventarc under a generated name, so the
+# Cloud Storage service agent can only be allowed to publish project-wide.
+resource "google_project_iam_member" "storage_agent_publisher" {
+  project = var.project_id
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${data.google_storage_project_service_account.main.email_address}"
+}
+
+# --- Secrets: each function reads exactly the secrets it mounts ------------------------
+
+resource "google_secret_manager_secret_iam_member" "function_access" {
+  for_each = local.function_secret_access
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.main[each.value.variable].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.function[each.value.function].member
+}
+
+# --- Topics and subscriptions ------------------------------------------------------------
+
+resource "google_pubsub_topic_iam_member" "function_publishes_events" {
+  for_each = local.functions
+
+  project = var.project_id
+  topic   = google_pubsub_topic.render_events.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.function[each.key].member
+}
+
+# A dead-letter policy works only if the Pub/Sub service agent may publish to the
+# dead-letter topic and acknowledge (subscribe to) the source subscription.
+resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.render_requests_dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_submit_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.submit_task.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# Pub/Sub mints the OIDC tokens of push deliveries (ours and Eventarc's) as these accounts.
+resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
+  for_each = {
+    pubsub_push      = google_service_account.pubsub_push.name
+    eventarc_trigger = google_service_account.eventarc_trigger.name
+  }
+
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+}
+
+# --- Buckets -------------------------------------------------------------------------------
+
+resource "google_storage_bucket_iam_member" "postprocess_reads_renders" {
+  bucket = google_storage_bucket.renders.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.function["postprocess_render"].member
+}
+
+# objectUser rather than objectCreator: a retried run overwrites the derivatives it made.
+resource "google_storage_bucket_iam_member" "postprocess_writes_derivatives" {
+  bucket = google_storage_bucket.derivatives.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.function["postprocess_render"].member
+}
+
+resource "google_storage_bucket_iam_member" "srp_writes_renders" {
+  bucket = google_storage_bucket.renders.name
+  role   = "roles/storage.objectCreator"
+  member = var.srp_writer_member
+}
+
+# --- Who may invoke which function ---------------------------------------------------------
+
+resource "google_cloud_run_v2_service_iam_member" "pubsub_push_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.main["submit_task"].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.pubsub_push.member
+}
+
+resource "google_cloud_run_v2_service_iam_member" "eventarc_invoker" {
+  for_each = local.functions_with_event_trigger
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.main[each.key].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.eventarc_trigger.member
+}
+
+# Public on purpose: SRP cannot authenticate to Google, so every callback must instead carry
+# our HMAC token, and ingest_webhook rejects it with 401 otherwise.
+resource "google_cloud_run_v2_service_iam_member" "public_webhook_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.main["ingest_webhook"].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

@@ -1,0 +1,306 @@
+"""Integration fixtures: our functions under functions-framework, the SRP emulator, events.
+
+Function processes are started once per distinct configuration and shared by tests;
+each test isolates itself with unique request ids, and reads events by request id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from google.cloud import firestore, pubsub_v1, storage
+
+from local_stack.cloudevents import pubsub_event
+from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
+from local_stack.functions import FunctionProcess
+from local_stack.processes import free_port
+from local_stack.srp_emulator import SrpEmulatorProcess
+from srp_bundle.task_state import TaskRecord
+from srp_bundle.task_store import TaskStore
+
+SAMPLE_COLLECTION_ID = "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01"
+SEED_INPUT = {
+    "bg": "RareFlare3.png",
+    "pants": "stepper",
+    "pants_color": "#ffffff",
+    "shoe": "4",
+    "shoe_color": "#ff0000",
+    "platform": "epic",
+}
+SRP_API_KEY = "integration-" + secrets.token_hex(8)
+WEBHOOK_SECRET = secrets.token_hex(24)
+
+
+class EventCollector:
+    """Pulls outgoing events from a subscription in the background, indexed by request id."""
+
+    def __init__(self, subscriber: pubsub_v1.SubscriberClient, subscription: str) -> None:
+        self.subscriber = subscriber
+        self.subscription = subscription
+        self.by_request: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pull, daemon=True)
+        self._thread.start()
+
+    def _pull(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = self.subscriber.pull(
+                    subscription=self.subscription, max_messages=100, timeout=2
+                )
+            except Exception:
+                continue
+            if not response.received_messages:
+                time.sleep(0.05)
+                continue
+            self.subscriber.acknowledge(
+                subscription=self.subscription,
+                ack_ids=[m.ack_id for m in response.received_messages],
+            )
+            with self._lock:
+                for received in response.received_messages:
+                    event = {
+                        "type": received.message.attributes["type"],
+                        "event_id": received.message.attributes.get("event_id"),
+                        "data": json.loads(received.message.data),
+                    }
+                    self.by_request[event["data"]["request_id"]].append(event)
+                self._lock.notify_all()
+
+    def types(self, request_id: str) -> list[str]:
+        """Event types received so far for a request, in arrival order."""
+        with self._lock:
+            return [e["type"] for e in self.by_request[request_id]]
+
+    def wait_for(self, request_id: str, event_type: str, timeout: float = 30) -> list[str]:
+        """Wait until an event of `event_type` arrived for the request; return all its types."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while event_type not in [e["type"] for e in self.by_request[request_id]]:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"no {event_type} for {request_id}; got {self.types(request_id)}"
+                    )
+                self._lock.wait(remaining)
+        return self.types(request_id)
+
+    def settle(self, seconds: float = 1.0) -> None:
+        """Give in-flight events a moment, so a test can assert nothing more arrives."""
+        time.sleep(seconds)
+
+    def stop(self) -> None:
+        """Stop pulling."""
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Pipeline:
+    """Everything a function test needs: env, clients, the SRP emulator and helpers."""
+
+    def __init__(
+        self,
+        project_id: str,
+        base_env: dict[str, str],
+        srp: SrpEmulatorProcess,
+        events: EventCollector,
+        events_topic: str,
+        renders_bucket: str,
+        derivatives_bucket: str,
+    ) -> None:
+        self.project_id = project_id
+        self.base_env = base_env
+        self.srp = srp
+        self.events = events
+        self.events_topic = events_topic
+        self.renders_bucket = renders_bucket
+        self.derivatives_bucket = derivatives_bucket
+        self.tasks_collection = f"tasks-{uuid.uuid4().hex[:8]}"
+        self.webhook_port = free_port()
+        self.firestore = firestore.Client(project=project_id)
+        self.store = TaskStore(self.firestore, self.tasks_collection)
+        self.storage = storage.Client(project=project_id)
+        self._functions: dict[tuple[str, tuple[tuple[str, str], ...]], FunctionProcess] = {}
+        self.http = httpx.Client(timeout=60)
+
+    @property
+    def webhook_url(self) -> str:
+        """Where SRP calls back (the shared ingest_webhook process)."""
+        return f"http://127.0.0.1:{self.webhook_port}/"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The functions' environment."""
+        return {
+            **self.base_env,
+            "SRP_API_URL": self.srp.url,
+            "SRP_API_KEY": SRP_API_KEY,
+            "WEBHOOK_URL": self.webhook_url,
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "EVENTS_TOPIC": self.events_topic,
+            "TASKS_COLLECTION": self.tasks_collection,
+            "RENDERS_BUCKET": self.renders_bucket,
+            "DERIVATIVES_BUCKET": self.derivatives_bucket,
+            "SRP_TIMEOUT_SECONDS": "3",
+            **overrides,
+        }
+
+    def function(self, name: str, **overrides: str) -> FunctionProcess:
+        """A running function process with this configuration (started on first use)."""
+        key = (name, tuple(sorted(overrides.items())))
+        if key not in self._functions:
+            port = self.webhook_port if name == "ingest_webhook" and not overrides else None
+            self._functions[key] = FunctionProcess(name, self.env(**overrides), port=port).start()
+        return self._functions[key]
+
+    def deliver(
+        self,
+        function: FunctionProcess,
+        body: dict[str, Any] | bytes,
+        *,
+        message_id: str | None = None,
+        attributes: dict[str, str] | None = None,
+        topic: str = "render-requests",
+    ) -> httpx.Response:
+        """POST one Pub/Sub message to a function as Eventarc would."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers, payload = pubsub_event(
+            project_id=self.project_id,
+            topic_id=topic,
+            subscription_id=f"{topic}-sub",
+            message_id=message_id or uuid.uuid4().hex,
+            data=data,
+            attributes=attributes,
+        )
+        return self.http.post(function.url, headers=headers, content=payload)
+
+    def srp_tasks(self) -> list[dict[str, Any]]:
+        """Every task the SRP emulator holds, in the seed's public shape."""
+        return [entry["task"] for entry in self.srp.control.tasks()]
+
+    def srp_task(self, task_id: str) -> dict[str, Any]:
+        """One SRP task, in the seed's public shape."""
+        matches = [task for task in self.srp_tasks() if task["id"] == task_id]
+        assert matches, f"SRP has no task {task_id}"
+        return matches[0]
+
+    def record(self, request_id: str) -> TaskRecord:
+        """The task record, which must exist."""
+        record = self.store.get(request_id)
+        assert record is not None, f"no record for {request_id}"
+        return record
+
+    def wait_for_state(self, request_id: str, *states: str, timeout: float = 30) -> TaskRecord:
+        """Poll the record until it reaches one of `states`."""
+        deadline = time.monotonic() + timeout
+        record = None
+        while time.monotonic() < deadline:
+            record = self.store.get(request_id)
+            if record is not None and record.state in states:
+                return record
+            time.sleep(0.1)
+        raise TimeoutError(f"{request_id} never reached {states}; last: {record}")
+
+    def close(self) -> None:
+        """Stop every function process."""
+        for process in self._functions.values():
+            process.stop()
+        self.http.close()
+
+
+@pytest.fixture(scope="session")
+def srp_emulator(gcs_emulator: GcsEmulator, project_id: str) -> Iterator[SrpEmulatorProcess]:
+    """The SRP emulator for the session: small renders, quick lifecycle."""
+    with SrpEmulatorProcess(
+        renders_bucket=f"renders-{uuid.uuid4().hex[:8]}",
+        api_keys=[SRP_API_KEY],
+        env={**gcs_emulator.env, "GOOGLE_CLOUD_PROJECT": project_id},
+        render_size=128,
+        parallel=4,
+        queue_seconds=0.05,
+        render_seconds=0.1,
+        callback_backoff=0.2,
+        seed=7,
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def _pipeline(
+    project_id: str,
+    firestore_emulator: FirestoreEmulator,
+    pubsub_emulator: PubsubEmulator,
+    gcs_emulator: GcsEmulator,
+    srp_emulator: SrpEmulatorProcess,
+) -> Iterator[Pipeline]:
+    base_env = {
+        "GOOGLE_CLOUD_PROJECT": project_id,
+        **firestore_emulator.env,
+        **pubsub_emulator.env,
+        **gcs_emulator.env,
+    }
+    saved = dict(os.environ)
+    os.environ.update(base_env)
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    events_topic = f"render-events-{uuid.uuid4().hex[:8]}"
+    publisher.create_topic(name=publisher.topic_path(project_id, events_topic))
+    subscription = subscriber.subscription_path(project_id, f"{events_topic}-test")
+    subscriber.create_subscription(
+        name=subscription,
+        topic=publisher.topic_path(project_id, events_topic),
+        ack_deadline_seconds=30,
+    )
+    storage_client = storage.Client(project=project_id)
+    derivatives_bucket = f"derivatives-{uuid.uuid4().hex[:8]}"
+    storage_client.create_bucket(derivatives_bucket)
+    events = EventCollector(subscriber, subscription)
+    pipeline = Pipeline(
+        project_id,
+        base_env,
+        srp_emulator,
+        events,
+        events_topic,
+        srp_emulator.renders_bucket,
+        derivatives_bucket,
+    )
+    yield pipeline
+    pipeline.close()
+    events.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def pipeline(_pipeline: Pipeline) -> Iterator[Pipeline]:
+    """The shared pipeline, with the SRP emulator reset (no faults) around each test."""
+    os.environ.update(_pipeline.base_env)
+    _pipeline.srp.control.reset()
+    yield _pipeline
+    _pipeline.srp.control.reset()
+
+
+@pytest.fixture
+def render_request(unique_name: Callable[[str], str]) -> Callable[..., dict[str, Any]]:
+    """A valid render request for the sample collection, with a unique request id."""
+
+    def make(**fields: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "collection_id": SAMPLE_COLLECTION_ID,
+            "input_data": dict(SEED_INPUT),
+            "request_id": unique_name("req"),
+        }
+        body.update(fields)
+        return {k: v for k, v in body.items() if v is not None}
+
+    return make

@@ -1,0 +1,281 @@
+"""submit_task under functions-framework, against the emulators and the SRP emulator."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from srp_bundle.task_state import State
+
+pytestmark = pytest.mark.integration
+
+
+def _posts_for(pipeline, request_id: str) -> list[dict]:
+    """SRP POSTs that carried this request's callback."""
+    return [
+        entry
+        for entry in pipeline.srp.control.requests(method="POST")
+        if f"request_id={request_id}" in json.dumps(entry)
+    ]
+
+
+def test_a_valid_request_gives_one_task_a_record_and_one_submitted_event(
+    pipeline, render_request
+) -> None:
+    pipeline.function("ingest_webhook")
+    submit = pipeline.function("submit_task")
+    request = render_request(priority=70, metadata={"token_id": 42})
+
+    response = pipeline.deliver(submit, request)
+
+    assert response.status_code == 200, response.text
+    record = pipeline.record(request["request_id"])
+    assert record.task_id is not None
+    assert record.state in (State.SUBMITTED, State.RENDERING, State.RENDERED, State.COMPLETED)
+    assert record.metadata == {"token_id": 42}
+    task = pipeline.srp_task(record.task_id)
+    assert task["options"]["priority"] == 70
+    ours = task["options"]["callback_urls"][0]
+    assert ours["url"] == f"{pipeline.webhook_url}?request_id={request['request_id']}"
+    assert set(ours["headers"]) == {"X-Srp-Callback-Token"}
+    pipeline.events.wait_for(request["request_id"], "task.submitted")
+    pipeline.events.settle(0.5)
+    assert pipeline.events.types(request["request_id"]).count("task.submitted") == 1
+
+
+def test_producer_callbacks_are_passed_on_beside_ours(pipeline, render_request) -> None:
+    submit = pipeline.function("submit_task")
+    producer = [
+        "http://127.0.0.1:9/producer-a",
+        {"url": "http://127.0.0.1:9/producer-b", "method": "post", "data": {"k": "v"}},
+    ]
+    request = render_request(callback_urls=producer)
+
+    assert pipeline.deliver(submit, request).status_code == 200
+
+    task = pipeline.srp_task(pipeline.record(request["request_id"]).task_id)
+    assert task["options"]["callback_urls"][1:] == producer
+
+
+def test_the_same_message_delivered_20_times_concurrently_posts_once(
+    pipeline, render_request
+) -> None:
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    message_id = f"msg-{request['request_id']}"
+    start = threading.Barrier(20)
+
+    def deliver() -> int:
+        start.wait()
+        return pipeline.deliver(submit, request, message_id=message_id).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        first_round = list(pool.map(lambda _: deliver(), range(20)))
+    # Deliveries that found another one mid-POST asked to be retried (500); redeliver them.
+    retries = [
+        pipeline.deliver(submit, request, message_id=message_id).status_code for _ in range(3)
+    ]
+
+    assert set(first_round) <= {200, 500}
+    assert retries == [200, 200, 200]
+    assert len(_posts_for(pipeline, request["request_id"])) == 1
+    record = pipeline.record(request["request_id"])
+    assert record.task_id is not None and record.duplicate_task_ids == []
+
+
+def test_republished_with_the_same_request_id_submits_nothing_new(pipeline, render_request) -> None:
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    assert pipeline.deliver(submit, request).status_code == 200
+    task_id = pipeline.record(request["request_id"]).task_id
+
+    assert pipeline.deliver(submit, request).status_code == 200  # a new message id
+
+    assert len(_posts_for(pipeline, request["request_id"])) == 1
+    assert pipeline.record(request["request_id"]).task_id == task_id
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "reason"),
+    [
+        (b"{not json", "invalid_message", "not JSON"),
+        ({"input_data": {}}, "invalid_message", "collection_id"),
+        ({"collection_id": "not-a-uuid", "input_data": {}}, "invalid_message", "UUID"),
+        (
+            {"collection_id": "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01", "input_data": "x"},
+            "invalid_message",
+            "input_data",
+        ),
+        (
+            {"collection_id": "00000000-0000-4000-8000-000000000000", "input_data": {}},
+            "srp_validation",
+            "collection",
+        ),
+        (
+            {"collection_id": "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01", "input_data": {"x": 1}},
+            "srp_validation",
+            "",
+        ),
+    ],
+)
+def test_each_class_of_invalid_message_is_failed_and_acknowledged(
+    pipeline, body, code: str, reason: str
+) -> None:
+    submit = pipeline.function("submit_task")
+    message_id = f"bad-{abs(hash((str(body), code)))}-{threading.get_ident()}"
+    message_id += pipeline.tasks_collection
+
+    response = pipeline.deliver(submit, body, message_id=message_id)
+
+    assert response.status_code == 200  # acknowledged: no retry loop
+    record = pipeline.record(message_id)
+    assert record.state == State.FAILED
+    assert record.error is not None and record.error["code"] == code
+    assert reason.lower() in record.error["message"].lower()
+    assert pipeline.events.wait_for(message_id, "task.failed") == ["task.failed"]
+    submit_log = "\n".join(submit.output)
+    assert message_id in submit_log and '"severity":"WARNING"' in submit_log
+
+
+def test_an_invalid_message_never_touches_an_existing_record(pipeline, render_request) -> None:
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    assert pipeline.deliver(submit, request).status_code == 200
+    broken = {**request, "priority": "urgent"}
+
+    assert pipeline.deliver(submit, broken).status_code == 200
+
+    assert pipeline.record(request["request_id"]).state != State.FAILED
+
+
+@pytest.mark.parametrize("fault", [{"error_5xx_rate": 1.0}, {"error_429_rate": 1.0}])
+def test_srp_5xx_and_429_are_retried_and_the_redelivery_makes_one_task(
+    pipeline, render_request, fault
+) -> None:
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], **fault)
+
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    assert pipeline.record(request["request_id"]).state == State.RECEIVED
+
+    pipeline.srp.control.set_faults()
+    response = pipeline.deliver(submit, request, message_id=request["request_id"])
+
+    assert response.status_code == 200
+    record = pipeline.record(request["request_id"])
+    assert record.task_id is not None
+    assert len(pipeline.srp_tasks()) == 1
+
+
+def test_a_lost_post_answer_never_becomes_an_unnoticed_duplicate(pipeline, render_request) -> None:
+    pipeline.function("ingest_webhook")
+    submit = pipeline.function("submit_task", AMBIGUOUS_SUBMIT_WAIT_SECONDS="1")
+    request = render_request()
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], lost_response_rate=1.0)
+
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    pipeline.srp.control.set_faults()
+
+    # SRP's callbacks name the request: the task created by the lost POST gets attached.
+    record = pipeline.wait_for_state(request["request_id"], "completed", "rendered", "rendering")
+    created = pipeline.srp_tasks()
+    assert len(created) == 1 and record.task_id == created[0]["id"]
+    # A redelivery finds the attached task and posts nothing.
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 200
+    assert len(pipeline.srp_tasks()) == 1
+
+
+def test_a_lost_post_answer_without_callbacks_reposts_and_records_any_duplicate(
+    pipeline, render_request
+) -> None:
+    pipeline.function("ingest_webhook")
+    submit = pipeline.function("submit_task", AMBIGUOUS_SUBMIT_WAIT_SECONDS="1")
+    request = render_request()
+    pipeline.srp.control.pause()  # the first task stays silent: no callback names it yet
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], lost_response_rate=1.0)
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    pipeline.srp.control.set_faults()
+
+    # Within the wait, a redelivery does not post again.
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    assert len(pipeline.srp_tasks()) == 1
+    import time
+
+    time.sleep(1.2)
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 200
+    pipeline.srp.control.resume()
+
+    tasks = {task["id"] for task in pipeline.srp_tasks()}
+    assert len(tasks) == 2  # the price of a lost answer: SRP rendered twice...
+    record = pipeline.wait_for_state(request["request_id"], "completed", "rendered")
+    # ...but exactly one is the request's task, and the other is on record as a duplicate.
+    for _ in range(100):
+        record = pipeline.record(request["request_id"])
+        if record.duplicate_task_ids:
+            break
+        time.sleep(0.1)
+    assert {record.task_id, *record.duplicate_task_ids} == tasks
+    assert record.task_id not in record.duplicate_task_ids
+
+
+def test_a_request_older_than_the_maximum_age_is_failed(pipeline, render_request) -> None:
+    submit = pipeline.function("submit_task", MAX_REQUEST_AGE_SECONDS="1")
+    request = render_request()
+    from datetime import UTC, datetime, timedelta
+
+    from local_stack.cloudevents import pubsub_event
+
+    headers, body = pubsub_event(
+        project_id=pipeline.project_id,
+        topic_id="render-requests",
+        subscription_id="s",
+        message_id=request["request_id"],
+        data=json.dumps(request).encode(),
+        publish_time=datetime.now(UTC) - timedelta(minutes=5),
+    )
+    response = pipeline.http.post(submit.url, headers=headers, content=body)
+
+    assert response.status_code == 200
+    record = pipeline.record(request["request_id"])
+    assert record.state == State.FAILED and record.error["code"] == "request_expired"
+    assert pipeline.srp_tasks() == []
+
+
+def test_the_dead_letter_path_marks_the_request_failed_with_the_reason(
+    pipeline, render_request
+) -> None:
+    submit = pipeline.function("submit_task")
+    dead_letter = pipeline.function("record_dead_letter")
+    request = render_request()
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], error_5xx_rate=1.0)
+    assert pipeline.deliver(submit, request).status_code == 500
+
+    response = pipeline.deliver(
+        dead_letter,
+        request,
+        attributes={"CloudPubSubDeadLetterSourceDeliveryCount": "5"},
+        topic="render-requests-dead-letter",
+    )
+
+    assert response.status_code == 200
+    record = pipeline.record(request["request_id"])
+    assert record.state == State.FAILED
+    assert record.error["code"] == "dead_lettered"
+    assert "5 delivery attempts" in record.error["message"]
+    assert "500" in record.error["message"] or "SRP" in record.error["message"]
+    assert "task.failed" in pipeline.events.wait_for(request["request_id"], "task.failed")
+
+
+def test_missing_configuration_stops_start_up_naming_the_variable(pipeline) -> None:
+    from local_stack.functions import FunctionProcess
+    from local_stack.processes import ProcessStartError
+
+    env = pipeline.env()
+    env.pop("WEBHOOK_SECRET")
+    env["WEBHOOK_SECRET"] = ""
+    with pytest.raises(ProcessStartError, match="WEBHOOK_SECRET"):
+        FunctionProcess("submit_task", env).start()

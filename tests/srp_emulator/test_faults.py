@@ -1,0 +1,204 @@
+"""Each injected fault does what it says (set at runtime through the control API)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import httpx
+import pytest
+from google.cloud import storage
+from srp_emulator_helpers import CallbackReceiver, ReceivedCallback, get_task, submit
+
+from local_stack.srp_emulator import SrpEmulatorProcess
+
+
+def wait_until_blob_exists(blob: storage.Blob, timeout: float = 20.0) -> None:
+    """Poll the bucket until the object shows up (there is no notification to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not blob.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{blob.name} never appeared")
+        time.sleep(0.05)
+
+
+def test_5xx_answers_before_anything_is_created(srp: SrpEmulatorProcess) -> None:
+    srp.control.set_faults(error_5xx_rate=1.0, error_5xx_statuses=[502, 503])
+
+    post = submit(srp)
+    get = get_task(srp, "any")
+
+    assert post.status_code in (502, 503)
+    assert get.status_code in (502, 503)
+    assert srp.control.tasks() == []
+    assert [entry["fault"] for entry in srp.control.requests()] == ["5xx", "5xx"]
+
+
+def test_429_carries_retry_after(srp: SrpEmulatorProcess) -> None:
+    srp.control.set_faults(error_429_rate=1.0, retry_after_seconds=7)
+
+    for response in (submit(srp), get_task(srp, "any")):
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "7"
+        assert "throttled" in response.json()["detail"]
+    assert srp.control.tasks() == []
+
+
+def test_http_faults_can_be_limited_to_one_method(srp: SrpEmulatorProcess) -> None:
+    srp.control.set_faults(error_5xx_rate=1.0, http_fault_methods=["GET"])
+
+    post = submit(srp)
+
+    assert post.status_code == 201
+    assert get_task(srp, post.json()["id"]).status_code >= 500
+
+
+def test_a_fraction_of_errors_is_reproducible_from_the_seed(srp: SrpEmulatorProcess) -> None:
+    def statuses() -> list[int]:
+        srp.control.set_faults(seed=42, error_5xx_rate=0.3, error_429_rate=0.3)
+        return [get_task(srp, "unknown").status_code for _ in range(20)]
+
+    first_run = statuses()
+    second_run = statuses()
+
+    assert first_run == second_run
+    assert {404, 429} <= set(first_run)
+    assert any(status >= 500 for status in first_run)
+
+
+def test_a_hanging_request_times_out_and_creates_nothing(srp: SrpEmulatorProcess) -> None:
+    srp.control.set_faults(hang_rate=1.0, hang_seconds=5)
+
+    with pytest.raises(httpx.ReadTimeout):
+        submit(srp, timeout=0.5)
+
+    assert srp.control.wait_for_requests(fault="hang")[0]["method"] == "POST"
+    assert srp.control.tasks() == []
+
+
+def test_a_slow_post_creates_the_task_even_when_the_client_gives_up(
+    srp: SrpEmulatorProcess,
+) -> None:
+    srp.control.set_faults(slow_rate=1.0, slow_seconds=1.5, http_fault_methods=["POST"])
+
+    with pytest.raises(httpx.ReadTimeout):
+        submit(srp, timeout=0.3)
+
+    assert len(srp.control.wait_for_tasks()) == 1
+
+
+def test_a_slow_get_still_answers(srp: SrpEmulatorProcess) -> None:
+    task_id = submit(srp).json()["id"]
+    srp.control.set_faults(slow_rate=1.0, slow_seconds=0.3)
+
+    response = get_task(srp, task_id, timeout=10)
+
+    assert response.status_code == 200
+    assert srp.control.requests(fault="slow")[0]["query"] == {"id": task_id}
+
+
+def test_a_lost_response_still_creates_the_task(srp: SrpEmulatorProcess) -> None:
+    srp.control.set_faults(lost_response_rate=1.0)
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        submit(srp)
+
+    logged = srp.control.wait_for_requests(fault="lost_response")[0]
+    tasks = srp.control.wait_for_tasks()
+    assert [task["task"]["id"] for task in tasks] == [logged["task_id"]]
+
+
+def test_a_failing_render_ends_failed_with_a_reason_and_no_file(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver, renders_bucket: storage.Bucket
+) -> None:
+    srp.control.set_faults(render_failure_rate=1.0, render_failure_reason="out of GPU memory")
+    task_id = submit(srp, render_options={"callback_urls": callback_receiver.url}).json()["id"]
+
+    failed = callback_receiver.wait_for(1, status="failed")[0]
+    task = srp.control.wait_for_tasks(status="failed")[0]
+
+    assert set(failed.body) == {"status", "task_id", "timestamp"}
+    assert get_task(srp, task_id).json()["status"] == "failed"
+    assert task["failure_reason"] == "out of GPU memory"
+    assert task["output_files"] == []
+    assert list(renders_bucket.list_blobs(prefix=f"render/demo_collection/{task_id}/")) == []
+
+
+def test_duplicate_callbacks_repeat_every_status(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver
+) -> None:
+    srp.control.set_faults(duplicate_callback_rate=1.0)
+    submit(srp, render_options={"callback_urls": callback_receiver.url})
+
+    in_progress = callback_receiver.wait_for(2, status="in_progress")
+    done = callback_receiver.wait_for(2, status="done")
+
+    assert in_progress[0].body == in_progress[1].body
+    assert done[0].body == done[1].body
+
+
+def test_out_of_order_callbacks_deliver_in_progress_after_done(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver
+) -> None:
+    srp.control.set_faults(out_of_order_rate=1.0)
+    submit(srp, render_options={"callback_urls": callback_receiver.url})
+
+    callback_receiver.wait_for(1, status="in_progress")
+
+    assert [callback.body["status"] for callback in callback_receiver.received] == [
+        "done",
+        "in_progress",
+    ]
+
+
+def test_dropped_callbacks_are_never_sent(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver
+) -> None:
+    srp.control.set_faults(drop_callback_rate=1.0)
+    task_id = submit(srp, render_options={"callback_urls": callback_receiver.url}).json()["id"]
+
+    dropped = srp.control.wait_for_callbacks(count=2, task_id=task_id, fault="dropped")
+
+    assert sorted(entry["status"] for entry in dropped) == ["done", "in_progress"]
+    assert all(entry["attempts"] == [] for entry in dropped)
+    assert callback_receiver.received == []
+    assert get_task(srp, task_id).json()["status"] == "done"
+
+
+def test_an_early_done_callback_arrives_before_the_file_is_in_the_bucket(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver, renders_bucket: storage.Bucket
+) -> None:
+    def file_exists_now(callback: ReceivedCallback) -> bool | None:
+        if callback.body["status"] != "done":
+            return None
+        return renders_bucket.blob(callback.body["output_files"][0]).exists()
+
+    callback_receiver.on_receive = file_exists_now
+    srp.control.set_faults(early_done_rate=1.0, early_done_upload_delay=0.2)
+    submit(srp, render_options={"callback_urls": callback_receiver.url})
+
+    done = callback_receiver.wait_for(1, status="done")[0]
+
+    assert done.observed is False
+    wait_until_blob_exists(renders_bucket.blob(done.body["output_files"][0]))
+
+
+def test_a_late_done_callback_comes_long_after_the_file_and_the_status(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver, renders_bucket: storage.Bucket
+) -> None:
+    def file_exists_now(callback: ReceivedCallback) -> bool | None:
+        if callback.body["status"] != "done":
+            return None
+        return renders_bucket.blob(callback.body["output_files"][0]).exists()
+
+    callback_receiver.on_receive = file_exists_now
+    srp.control.set_faults(late_done_rate=1.0, late_done_delay=1.0)
+    task_id = submit(srp, render_options={"callback_urls": callback_receiver.url}).json()["id"]
+
+    done = callback_receiver.wait_for(1, status="done")[0]
+
+    assert done.observed is True
+    # The payload is stamped when the status changed; delivery waited late_done_delay after it.
+    changed_at = datetime.fromisoformat(done.body["timestamp"].replace("Z", "+00:00"))
+    assert done.received_at - changed_at.timestamp() >= 1.0
+    assert srp.control.callbacks(task_id=task_id, status="done")[0]["fault"] == "late_done"
