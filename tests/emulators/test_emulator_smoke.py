@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from google.api_core import exceptions
 from google.cloud import firestore, pubsub_v1, storage
 
 from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
-from local_stack.processes import REPO_ROOT, listening_pids
+from local_stack.processes import REPO_ROOT, listening_pids, port_is_open
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +125,7 @@ def test_emulators_die_with_a_killed_parent() -> None:
     children = [item.split(":", 1) for item in result.stdout.split()]
     assert len(children) == 3, result.stderr
     for pid, host in children:
-        _wait_gone(int(pid))
-        assert int(pid) not in listening_pids(int(host.rsplit(":", 1)[1]))
+        _wait_gone(int(pid), int(host.rsplit(":", 1)[1]))
 
 
 def _is_zombie(pid: int) -> bool:
@@ -136,12 +136,15 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def _wait_gone(pid: int) -> None:
-    import time
+def _wait_gone(pid: int, port: int) -> None:
+    """Wait until the process is gone (or a zombie) and nothing listens on its port any more.
 
+    A zombie leader can outlive its threads' sockets for a moment, so the port is checked too.
+    """
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if not os.path.exists(f"/proc/{pid}") or _is_zombie(pid):
+        gone = not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
+        if gone and not port_is_open("127.0.0.1", port):
             return
         time.sleep(0.05)
-    raise AssertionError(f"process {pid} outlived its parent")
+    raise AssertionError(f"process {pid} or its port {port} outlived its parent")

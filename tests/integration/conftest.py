@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -25,7 +26,8 @@ from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
 from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
-from srp_bundle.task_state import TaskRecord
+from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.task_state import Change, TaskRecord, Transition
 from srp_bundle.task_store import TaskStore
 
 SAMPLE_COLLECTION_ID = "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01"
@@ -131,6 +133,9 @@ class Pipeline:
         self.firestore = firestore.Client(project=project_id)
         self.store = TaskStore(self.firestore, self.tasks_collection)
         self.storage = storage.Client(project=project_id)
+        self.events_publisher = EventPublisher(
+            pubsub_v1.PublisherClient(), project_id, events_topic
+        )
         self._functions: dict[tuple[str, tuple[tuple[str, str], ...]], FunctionProcess] = {}
         self.http = httpx.Client(timeout=60)
 
@@ -194,6 +199,12 @@ class Pipeline:
         assert matches, f"SRP has no task {task_id}"
         return matches[0]
 
+    def apply(self, request_id: str, change: Change) -> Transition:
+        """Apply a change as a function would: commit, then publish its events."""
+        transition = self.store.apply(request_id, change)
+        publish_transition(self.store, self.events_publisher, request_id, transition.events)
+        return transition
+
     def record(self, request_id: str) -> TaskRecord:
         """The task record, which must exist."""
         record = self.store.get(request_id)
@@ -235,6 +246,38 @@ def srp_emulator(gcs_emulator: GcsEmulator, project_id: str) -> Iterator[SrpEmul
         yield process
 
 
+@contextmanager
+def running_pipeline(
+    project_id: str, base_env: dict[str, str], srp: SrpEmulatorProcess
+) -> Iterator[Pipeline]:
+    """A pipeline on the given emulators: its own events topic, bucket and task collection."""
+    saved = dict(os.environ)
+    os.environ.update(base_env)
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    events_topic = f"render-events-{uuid.uuid4().hex[:8]}"
+    publisher.create_topic(name=publisher.topic_path(project_id, events_topic))
+    subscription = subscriber.subscription_path(project_id, f"{events_topic}-test")
+    subscriber.create_subscription(
+        name=subscription,
+        topic=publisher.topic_path(project_id, events_topic),
+        ack_deadline_seconds=30,
+    )
+    derivatives_bucket = f"derivatives-{uuid.uuid4().hex[:8]}"
+    storage.Client(project=project_id).create_bucket(derivatives_bucket)
+    events = EventCollector(subscriber, subscription)
+    pipeline = Pipeline(
+        project_id, base_env, srp, events, events_topic, srp.renders_bucket, derivatives_bucket
+    )
+    try:
+        yield pipeline
+    finally:
+        pipeline.close()
+        events.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def _pipeline(
     project_id: str,
@@ -249,36 +292,8 @@ def _pipeline(
         **pubsub_emulator.env,
         **gcs_emulator.env,
     }
-    saved = dict(os.environ)
-    os.environ.update(base_env)
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    events_topic = f"render-events-{uuid.uuid4().hex[:8]}"
-    publisher.create_topic(name=publisher.topic_path(project_id, events_topic))
-    subscription = subscriber.subscription_path(project_id, f"{events_topic}-test")
-    subscriber.create_subscription(
-        name=subscription,
-        topic=publisher.topic_path(project_id, events_topic),
-        ack_deadline_seconds=30,
-    )
-    storage_client = storage.Client(project=project_id)
-    derivatives_bucket = f"derivatives-{uuid.uuid4().hex[:8]}"
-    storage_client.create_bucket(derivatives_bucket)
-    events = EventCollector(subscriber, subscription)
-    pipeline = Pipeline(
-        project_id,
-        base_env,
-        srp_emulator,
-        events,
-        events_topic,
-        srp_emulator.renders_bucket,
-        derivatives_bucket,
-    )
-    yield pipeline
-    pipeline.close()
-    events.stop()
-    os.environ.clear()
-    os.environ.update(saved)
+    with running_pipeline(project_id, base_env, srp_emulator) as pipeline:
+        yield pipeline
 
 
 @pytest.fixture

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from srp_bundle.task_state import State
 
+from concurrency_scenarios import deliver_concurrently, srp_posts_for
+
 pytestmark = pytest.mark.integration
-
-
-def _posts_for(pipeline, request_id: str) -> list[dict]:
-    """SRP POSTs that carried this request's callback."""
-    return [
-        entry
-        for entry in pipeline.srp.control.requests(method="POST")
-        if f"request_id={request_id}" in json.dumps(entry)
-    ]
 
 
 def test_a_valid_request_gives_one_task_a_record_and_one_submitted_event(
@@ -63,25 +55,10 @@ def test_producer_callbacks_are_passed_on_beside_ours(pipeline, render_request) 
 def test_the_same_message_delivered_20_times_concurrently_posts_once(
     pipeline, render_request
 ) -> None:
-    submit = pipeline.function("submit_task")
     request = render_request()
-    message_id = f"msg-{request['request_id']}"
-    start = threading.Barrier(20)
 
-    def deliver() -> int:
-        start.wait()
-        return pipeline.deliver(submit, request, message_id=message_id).status_code
+    assert deliver_concurrently(pipeline, request, copies=20) == 1
 
-    with ThreadPoolExecutor(20) as pool:
-        first_round = list(pool.map(lambda _: deliver(), range(20)))
-    # Deliveries that found another one mid-POST asked to be retried (500); redeliver them.
-    retries = [
-        pipeline.deliver(submit, request, message_id=message_id).status_code for _ in range(3)
-    ]
-
-    assert set(first_round) <= {200, 500}
-    assert retries == [200, 200, 200]
-    assert len(_posts_for(pipeline, request["request_id"])) == 1
     record = pipeline.record(request["request_id"])
     assert record.task_id is not None and record.duplicate_task_ids == []
 
@@ -94,7 +71,7 @@ def test_republished_with_the_same_request_id_submits_nothing_new(pipeline, rend
 
     assert pipeline.deliver(submit, request).status_code == 200  # a new message id
 
-    assert len(_posts_for(pipeline, request["request_id"])) == 1
+    assert srp_posts_for(pipeline, request["request_id"]) == 1
     assert pipeline.record(request["request_id"]).task_id == task_id
 
 

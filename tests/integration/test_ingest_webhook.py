@@ -1,0 +1,271 @@
+"""ingest_webhook and reconcile_tasks under functions-framework, with the emulators and SRP."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from srp_bundle.callback_auth import callback_token
+from srp_bundle.task_state import (
+    DerivativesReady,
+    State,
+)
+
+from concurrency_scenarios import (
+    callback_body,
+    callback_burst,
+    post_callback,
+    submitted_record,
+    utc_timestamp,
+)
+from conftest import WEBHOOK_SECRET
+
+pytestmark = pytest.mark.integration
+NO_CONFIRM = {"CONFIRM_TERMINAL_STATUS": "false"}
+
+
+def _post(pipeline, webhook, request_id: str, body, **kwargs):
+    return post_callback(pipeline, webhook.url, request_id, body, **kwargs)
+
+
+def _snapshot(pipeline, request_id: str) -> tuple[dict, list]:
+    record = pipeline.record(request_id).to_document()
+    record.pop("updated_at")
+    return record, pipeline.store.event_log(request_id)
+
+
+def test_a_callback_advances_the_record_and_is_logged_once(pipeline) -> None:
+    webhook = pipeline.function("ingest_webhook", **NO_CONFIRM)
+    request_id, task_id = submitted_record(pipeline)
+    body = callback_body("in_progress", task_id)
+
+    first = _post(pipeline, webhook, request_id, body)
+    again = _post(pipeline, webhook, request_id, body)
+
+    assert first.status_code == 200 and first.json()["changed"] is True
+    assert again.status_code == 200 and again.json()["changed"] is False
+    record = pipeline.record(request_id)
+    assert (record.state, record.status) == (State.RENDERING, "in_progress")
+    callbacks = [e for e in pipeline.store.event_log(request_id) if e["kind"] == "callback"]
+    assert len(callbacks) == 1 and callbacks[0]["payload"] == body
+    assert pipeline.events.wait_for(request_id, "task.status_changed")
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing token", 401),
+        ("forged token", 401),
+        ("token of another request", 401),
+        ("token from an unknown secret", 401),
+        ("wrong method", 405),
+        ("not json", 400),
+        ("wrong types", 400),
+        ("missing task_id", 400),
+        ("bad timestamp", 400),
+        ("oversized", 400),
+        ("path traversal", 400),
+        ("absolute path", 400),
+        ("url path", 400),
+        ("outside render/", 400),
+        ("done without files", 400),
+    ],
+)
+def test_bad_callbacks_get_the_right_4xx_and_write_nothing(pipeline, case, expected) -> None:
+    webhook = pipeline.function("ingest_webhook")
+    request_id, task_id = submitted_record(pipeline)
+    before = _snapshot(pipeline, request_id)
+    body: object = callback_body("in_progress", task_id)
+    token: str | None = "auto"
+    method = "POST"
+    if case == "missing token":
+        token = None
+    elif case == "forged token":
+        token = "v1." + "0" * 64
+    elif case == "token of another request":
+        token = callback_token(WEBHOOK_SECRET, "someone-else")
+    elif case == "token from an unknown secret":
+        token = callback_token("not-our-secret-at-all", request_id)
+    elif case == "wrong method":
+        method = "PUT"
+    elif case == "not json":
+        body = b"{status: done"
+    elif case == "wrong types":
+        body = {"status": 3, "task_id": task_id, "timestamp": utc_timestamp()}
+    elif case == "missing task_id":
+        body = {"status": "in_progress", "timestamp": utc_timestamp()}
+    elif case == "bad timestamp":
+        body = {**callback_body("in_progress", task_id), "timestamp": "yesterday"}
+    elif case == "oversized":
+        body = {**callback_body("in_progress", task_id), "padding": "x" * 70_000}
+    elif case == "path traversal":
+        body = callback_body("done", task_id, output_files=["render/c/../../secrets/key.png"])
+    elif case == "absolute path":
+        body = callback_body("done", task_id, output_files=["/render/c/t/render.png"])
+    elif case == "url path":
+        body = callback_body("done", task_id, output_files=["render://evil/x.png"])
+    elif case == "outside render/":
+        body = callback_body("done", task_id, output_files=["derivatives/c/t/512.webp"])
+    elif case == "done without files":
+        body = callback_body("done", task_id, output_files=[])
+
+    response = _post(pipeline, webhook, request_id, body, token=token, method=method)
+
+    assert response.status_code == expected, response.text
+    if expected == 400:
+        assert response.json()["error"]  # the reason
+    assert _snapshot(pipeline, request_id) == before
+
+
+def test_a_forged_done_is_not_accepted_until_srp_confirms_it(pipeline, render_request) -> None:
+    pipeline.function("ingest_webhook")
+    submit = pipeline.function("submit_task")
+    pipeline.srp.control.pause()  # the real task stays `new` in SRP
+    request = render_request()
+    assert pipeline.deliver(submit, request).status_code == 200
+    record = pipeline.record(request["request_id"])
+    webhook = pipeline.function("ingest_webhook")
+
+    response = _post(
+        pipeline, webhook, request["request_id"], callback_body("done", record.task_id)
+    )
+
+    assert response.status_code == 200
+    assert pipeline.record(request["request_id"]).state == State.SUBMITTED  # SRP says `new`
+    pipeline.srp.control.resume()
+    assert pipeline.wait_for_state(request["request_id"], "rendered", "completed")
+
+
+def test_a_callback_for_another_task_is_recorded_as_a_duplicate(pipeline) -> None:
+    webhook = pipeline.function("ingest_webhook", **NO_CONFIRM)
+    request_id, task_id = submitted_record(pipeline)
+    other = str(uuid.uuid4())
+
+    response = _post(pipeline, webhook, request_id, callback_body("done", other))
+
+    assert response.status_code == 200
+    record = pipeline.record(request_id)
+    assert record.task_id == task_id
+    assert record.duplicate_task_ids == [other]
+    assert record.state == State.SUBMITTED
+    assert record.output_files == []
+
+
+def test_rotation_accepts_the_previous_secret(pipeline) -> None:
+    previous = "the-previous-webhook-secret"
+    webhook = pipeline.function("ingest_webhook", WEBHOOK_SECRET_PREVIOUS=previous, **NO_CONFIRM)
+    request_id, task_id = submitted_record(pipeline)
+    old_token = callback_token(previous, request_id)
+
+    response = _post(
+        pipeline, webhook, request_id, callback_body("in_progress", task_id), token=old_token
+    )
+
+    assert response.status_code == 200
+    assert pipeline.record(request_id).state == State.RENDERING
+
+
+_STEPS = ["new", "in_progress", "done", "derivatives"]
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    order=st.permutations(_STEPS)
+    .flatmap(
+        lambda order: st.lists(st.sampled_from(order), max_size=3).map(lambda dup: order + dup)
+    )
+    .flatmap(st.permutations)
+)
+def test_every_ordering_with_duplicates_ends_in_the_same_record_and_events(pipeline, order) -> None:
+    webhook = pipeline.function("ingest_webhook", **NO_CONFIRM)
+    request_id, task_id = submitted_record(pipeline)
+    bodies = {status: callback_body(status, task_id) for status in _STEPS[:3]}
+    for step in order:
+        if step == "derivatives":
+            pipeline.apply(
+                request_id,
+                DerivativesReady(
+                    f"render/demo_collection/{task_id}/render.png",
+                    1,
+                    ({"path": f"derivatives/{task_id}/512.webp", "width": 512},),
+                ),
+            )
+        else:
+            assert _post(pipeline, webhook, request_id, bodies[step]).status_code == 200
+
+    record = pipeline.record(request_id)
+    assert record.state == State.COMPLETED
+    assert record.status == "done"
+    assert record.output_files == [f"render/demo_collection/{task_id}/render.png"]
+    assert record.outbox == []
+    pipeline.events.wait_for(request_id, "render.completed")
+    pipeline.events.settle(0.3)
+    assert pipeline.events.types(request_id).count("render.completed") == 1
+    callbacks = [e for e in pipeline.store.event_log(request_id) if e["kind"] == "callback"]
+    assert len(callbacks) == len({json.dumps(bodies[s]) for s in order if s != "derivatives"})
+
+
+def test_a_burst_of_200_concurrent_callbacks_for_50_tasks_leaves_every_record_consistent(
+    pipeline,
+) -> None:
+    rendered_events = callback_burst(pipeline, tasks=50, per_task=4)
+
+    assert set(rendered_events.values()) == {1}
+    for request_id in rendered_events:
+        record = pipeline.record(request_id)
+        assert (record.state, record.status) == (State.RENDERED, "done")
+        assert record.output_files == [f"render/demo_collection/{record.task_id}/render.png"]
+        assert record.outbox == []
+
+
+def test_reconcile_brings_every_task_to_its_final_state_when_callbacks_are_dropped(
+    pipeline, render_request
+) -> None:
+    pipeline.function("ingest_webhook")
+    submit = pipeline.function("submit_task")
+    reconcile = pipeline.function("reconcile_tasks", STALE_AFTER_SECONDS="1")
+    pipeline.srp.control.set_faults(drop_callback_rate=1.0, render_failure_rate=0.3, seed=3)
+    requests = [render_request() for _ in range(8)]
+    for request in requests:
+        assert pipeline.deliver(submit, request).status_code == 200
+    _wait_until_srp_finished(pipeline, 8)
+    for request in requests:
+        assert pipeline.record(request["request_id"]).state == State.SUBMITTED
+
+    final = {}
+    for _ in range(30):
+        time.sleep(1.1)
+        assert pipeline.deliver(reconcile, {}, topic="reconcile").status_code == 200
+        final = {r["request_id"]: pipeline.record(r["request_id"]) for r in requests}
+        if all(rec.state in (State.RENDERED, State.FAILED) for rec in final.values()):
+            break
+
+    srp_status = {t["id"]: t["status"] for t in pipeline.srp_tasks()}
+    for record in final.values():
+        expected = State.RENDERED if srp_status[record.task_id] == "done" else State.FAILED
+        assert record.state == expected, record
+        if expected == State.RENDERED:
+            assert record.output_files == [f"render/demo_collection/{record.task_id}/render.png"]
+        else:
+            assert record.error["code"] == "srp_render_failed"
+    assert {State.RENDERED, State.FAILED} == {r.state for r in final.values()}
+    assert "reconcile run" in "\n".join(reconcile.output)
+
+
+def _wait_until_srp_finished(pipeline, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = [t["status"] for t in pipeline.srp_tasks()]
+        if len(statuses) >= count and all(s in ("done", "failed") for s in statuses):
+            return
+        time.sleep(0.2)
+    raise TimeoutError("SRP did not finish its tasks")
