@@ -9,6 +9,10 @@ from http.server import ThreadingHTTPServer
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+
+from local_stack.emulators import GcsEmulator
+from local_stack.srp_emulator import SrpEmulatorProcess
+
 from srp_emulator_helpers import (
     API_KEY,
     CALLBACK_ATTEMPTS,
@@ -19,9 +23,6 @@ from srp_emulator_helpers import (
     CallbackReceiver,
     receiver_handler,
 )
-
-from local_stack.emulators import GcsEmulator
-from local_stack.srp_emulator import SrpEmulatorProcess
 
 
 @pytest.fixture

@@ -8,6 +8,14 @@ from typing import Any
 import httpx
 import pytest
 from google.cloud import storage
+
+from local_stack.srp_emulator import (
+    DISABLED_SAMPLE_COLLECTION_UID,
+    SAMPLE_COLLECTION_UID,
+    SEED_EXAMPLE_INPUT,
+    SrpEmulatorProcess,
+)
+
 from srp_emulator_helpers import (
     API_KEY,
     CALLBACK_ATTEMPTS,
@@ -16,13 +24,6 @@ from srp_emulator_helpers import (
     CallbackReceiver,
     get_task,
     submit,
-)
-
-from local_stack.srp_emulator import (
-    DISABLED_SAMPLE_COLLECTION_UID,
-    SAMPLE_COLLECTION_UID,
-    SEED_EXAMPLE_INPUT,
-    SrpEmulatorProcess,
 )
 
 CREATION_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

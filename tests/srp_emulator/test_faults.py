@@ -8,9 +8,10 @@ from datetime import datetime
 import httpx
 import pytest
 from google.cloud import storage
-from srp_emulator_helpers import CallbackReceiver, ReceivedCallback, get_task, submit
 
 from local_stack.srp_emulator import SrpEmulatorProcess
+
+from srp_emulator_helpers import CallbackReceiver, ReceivedCallback, get_task, submit
 
 
 def wait_until_blob_exists(blob: storage.Blob, timeout: float = 20.0) -> None:

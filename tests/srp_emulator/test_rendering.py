@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from google.cloud import storage
 from PIL import Image, ImageChops
-from srp_emulator_helpers import RENDER_SIZE, submit
 
 from local_stack.srp_emulator import SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT, SrpEmulatorProcess
 from local_stack.srp_emulator.collections import (
@@ -20,6 +19,8 @@ from local_stack.srp_emulator.collections import (
     load_collections,
 )
 from local_stack.srp_emulator.renderer import DEFAULT_RENDER_SIZE, layer_box, render_png
+
+from srp_emulator_helpers import RENDER_SIZE, submit
 
 SIZE = 256
 
