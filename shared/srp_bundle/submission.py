@@ -22,7 +22,7 @@ from srp_bundle.callback_auth import our_callback
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, InvalidMessageError, SrpConnectionError, SrpError
 from srp_bundle.events import EventPublisher, publish_transition
-from srp_bundle.log import get_logger, log_fields
+from srp_bundle.log import bind, get_logger, log_fields
 from srp_bundle.render_requests import RenderRequest, parse_render_request, request_id_hint
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
@@ -93,14 +93,15 @@ class Submitter:
             request = parse_render_request(message.data, message.message_id)
         except InvalidMessageError as error:
             return self._reject(message, error, now)
-        attempt = uuid.uuid4().hex
-        too_old = self._too_old(message, now)
-        claim = self._claim(request, attempt, now, expired=too_old is not None)
-        if claim.outcome is not None:
-            return SubmissionResult(claim.outcome, claim.record)
-        if too_old is not None:
-            return self._fail_request(request, "request_expired", too_old)
-        return self._post(request, attempt)
+        with bind(request_id=request.request_id):
+            attempt = uuid.uuid4().hex
+            too_old = self._too_old(message, now)
+            claim = self._claim(request, attempt, now, expired=too_old is not None)
+            if claim.outcome is not None:
+                return SubmissionResult(claim.outcome, claim.record)
+            if too_old is not None:
+                return self._fail_request(request, "request_expired", too_old)
+            return self._post(request, attempt)
 
     def resubmit(self, record: TaskRecord, now: datetime | None = None) -> SubmissionResult:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
