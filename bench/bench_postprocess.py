@@ -87,6 +87,7 @@ def _ours(parallel_encoders: int) -> Callable[[bytes, str], dict[str, int]]:
 
 def _pillow(png: bytes, specs_text: str) -> dict[str, int]:
     from PIL import Image
+
     from srp_bundle.settings import parse_derivative_specs
 
     settings = encoder_settings()
