@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -202,8 +204,6 @@ def test_a_lost_post_answer_without_callbacks_reposts_and_records_any_duplicate(
 def test_a_request_older_than_the_maximum_age_is_failed(pipeline, render_request) -> None:
     submit = pipeline.function("submit_task", MAX_REQUEST_AGE_SECONDS="1")
     request = render_request()
-    from datetime import UTC, datetime, timedelta
-
     from local_stack.cloudevents import pubsub_event
 
     headers, body = pubsub_event(
@@ -256,3 +256,26 @@ def test_missing_configuration_stops_start_up_naming_the_variable(pipeline) -> N
     env["WEBHOOK_SECRET"] = ""
     with pytest.raises(ProcessStartError, match="WEBHOOK_SECRET"):
         FunctionProcess("submit_task", env).start()
+
+
+def test_a_plain_pubsub_push_body_is_converted_and_submitted(pipeline, render_request) -> None:
+    """Our own push subscription (Terraform) posts the raw push envelope, not a CloudEvent."""
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    envelope = {
+        "message": {
+            "data": base64.b64encode(json.dumps(request).encode()).decode(),
+            "messageId": "push-" + request["request_id"],
+            "publishTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "attributes": {"origin": "push"},
+        },
+        "subscription": f"projects/{pipeline.project_id}/subscriptions/render-requests-push",
+        "deliveryAttempt": 2,
+    }
+
+    response = pipeline.http.post(submit.url, json=envelope)
+
+    assert response.status_code == 200, response.text
+    record = pipeline.record(request["request_id"])
+    assert record.task_id is not None
+    assert srp_posts_for(pipeline, request["request_id"]) == 1
