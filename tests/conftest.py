@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+
+# Before anything imports grpc: see local_stack/__init__.py.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import uuid
 from collections.abc import Callable, Iterator
 

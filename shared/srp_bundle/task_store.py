@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from srp_bundle.task_state import (
     ACTIVE_STATES,
@@ -100,7 +101,9 @@ class TaskStore:
 
     def find_by_task_id(self, task_id: str) -> TaskRecord | None:
         """The record whose attached SRP task is `task_id`, or None."""
-        for snapshot in self.records.where("task_id", "==", task_id).limit(1).stream():
+        for snapshot in (
+            self.records.where(filter=FieldFilter("task_id", "==", task_id)).limit(1).stream()
+        ):
             return TaskRecord.from_document(snapshot.to_dict())
         return None
 
@@ -119,8 +122,8 @@ class TaskStore:
     ) -> list[TaskRecord]:
         """Active records with no news since `updated_before`, oldest first, one page."""
         query = (
-            self.records.where("state", "in", [str(s) for s in ACTIVE_STATES])
-            .where("updated_at", "<", updated_before)
+            self.records.where(filter=FieldFilter("state", "in", [str(s) for s in ACTIVE_STATES]))
+            .where(filter=FieldFilter("updated_at", "<", updated_before))
             .order_by("updated_at")
         )
         if start_after is not None:
@@ -129,7 +132,7 @@ class TaskStore:
 
     def records_with_outbox(self, updated_before: datetime, limit: int) -> list[TaskRecord]:
         """Records whose decided events were not confirmed as published by `updated_before`."""
-        query = self.records.where("has_outbox", "==", True).limit(limit)
+        query = self.records.where(filter=FieldFilter("has_outbox", "==", True)).limit(limit)
         records = [TaskRecord.from_document(s.to_dict()) for s in query.stream()]
         return [r for r in records if r.updated_at < updated_before]
 
