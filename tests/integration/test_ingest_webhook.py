@@ -269,3 +269,38 @@ def _wait_until_srp_finished(pipeline, count: int, timeout: float = 60) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError("SRP did not finish its tasks")
+
+
+def test_reconcile_redrives_a_request_stuck_before_submission_and_fails_an_expired_one(
+    pipeline, render_request
+) -> None:
+    from datetime import timedelta
+
+    from srp_bundle.task_state import TaskRecord, utc_now
+
+    pipeline.function("ingest_webhook")
+    reconcile = pipeline.function("reconcile_tasks", STALE_AFTER_SECONDS="1")
+    long_ago = utc_now() - timedelta(days=3)
+    stuck, expired = render_request(), render_request()
+    # As a submit_task instance that died after claiming the record would leave them.
+    for request, created_at in ((stuck, utc_now()), (expired, long_ago)):
+        pipeline.store.create(
+            TaskRecord(
+                request_id=request["request_id"],
+                collection_id=request["collection_id"],
+                input_data=request["input_data"],
+                lease_owner="a-dead-instance",
+                lease_expires_at=utc_now() - timedelta(seconds=1),
+                created_at=created_at,
+                updated_at=created_at,
+            )
+        )
+    time.sleep(1.1)
+
+    assert pipeline.deliver(reconcile, {}, topic="reconcile").status_code == 200
+
+    redriven = pipeline.record(stuck["request_id"])
+    assert redriven.task_id is not None and redriven.state != State.FAILED
+    assert pipeline.srp_task(redriven.task_id)["input_data"] == stuck["input_data"]
+    failed = pipeline.record(expired["request_id"])
+    assert failed.state == State.FAILED and failed.error["code"] == "request_expired"
