@@ -22,6 +22,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 EXTRAS_BY_FUNCTION: dict[str, tuple[str, ...]] = {"postprocess_render": ("images",)}
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 _SKIPPED = {"__pycache__", ".mypy_cache", ".pytest_cache"}
+# The operator CLI runs on people's machines, never in a function: keeping it out of the zips
+# means a CLI change does not redeploy every function.
+_NOT_DEPLOYED = ("cli/",)
 
 
 def function_names(functions_dir: Path) -> list[str]:
@@ -61,7 +64,9 @@ def assemble(function_name: str, out_dir: Path, repo_root: Path = REPO_ROOT) -> 
     for path in _source_files(function_dir):
         entries[path.relative_to(function_dir).as_posix()] = path.read_bytes()
     for path in _source_files(PACKAGE_DIR):
-        entries[f"srp_bundle/{path.relative_to(PACKAGE_DIR).as_posix()}"] = path.read_bytes()
+        relative = path.relative_to(PACKAGE_DIR).as_posix()
+        if not relative.startswith(_NOT_DEPLOYED):
+            entries[f"srp_bundle/{relative}"] = path.read_bytes()
     requirements = requirements_for(function_name, repo_root / "pyproject.toml")
     entries["requirements.txt"] = ("\n".join(requirements) + "\n").encode()
 

@@ -17,6 +17,7 @@ def test_every_function_zip_holds_its_handler_the_package_and_requirements(tmp_p
             assert "main.py" in files
             assert "srp_bundle/task_state.py" in files and "srp_bundle/py.typed" in files
             assert not any("__pycache__" in f for f in files)
+            assert not any(f.startswith("srp_bundle/cli/") for f in files)
             requirements = archive.read("requirements.txt").decode().splitlines()
         assert any(r.startswith("functions-framework") for r in requirements)
         assert any(r.startswith("google-cloud-firestore") for r in requirements)
