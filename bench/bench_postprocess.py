@@ -155,6 +155,66 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[dict[st
     return json.loads(output.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
+OURS = "ours (pyvips, decode once, 2 encoders)"
+PILLOW = "Pillow (straightforward)"
+SHARP = "sharp (decode once)"
+SHARP_PER_OUTPUT = "sharp (decode per output, as Firebase)"
+
+
+def run_benchmark(size: int, specs: str, rounds: int, runs: int) -> dict[str, Any]:
+    """Measure every implementation in interleaved rounds; medians, minimums, peaks, floors."""
+    sharp_ready = (NODE_DIR / "node_modules" / "sharp").is_dir()
+    node_env = {**os.environ, "BENCH_ENCODER_SETTINGS": json.dumps(encoder_settings())}
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-postprocess-") as workdir:
+        image_path = os.path.join(workdir, "render.png")
+        png = make_render(size)
+        Path(image_path).write_bytes(png)
+
+        def python(name: str) -> list[str]:
+            return [
+                sys.executable, __file__, "--worker", name, "--image", image_path,
+                "--specs", specs, "--runs", str(runs),
+            ]  # fmt: skip
+
+        def node(mode: str) -> list[str]:
+            script = str(NODE_DIR / "bench_sharp.mjs")
+            return ["node", script, image_path, specs, str(runs), mode]
+
+        rows: dict[str, tuple[list[str], dict[str, str] | None]] = {
+            OURS: (python("ours"), None),
+            "ours, encoders one after another": (python("ours-sequential"), None),
+            PILLOW: (python("pillow"), None),
+        }
+        if sharp_ready:
+            rows[SHARP] = (node("once"), node_env)
+            rows[SHARP_PER_OUTPUT] = (node("per-output"), node_env)
+        else:
+            notes.append("sharp rows skipped: bench/node/node_modules/sharp is missing")
+
+        times: dict[str, list[float]] = {name: [] for name in rows}
+        peaks: dict[str, float] = dict.fromkeys(rows, 0.0)
+        sizes: dict[str, dict[str, int]] = {}
+        for _ in range(rounds):
+            for name, (argv, env) in rows.items():
+                result, peak = measure(argv, env)
+                times[name].extend(result["ms"])
+                peaks[name] = max(peaks[name], peak)
+                sizes[name] = result["bytes"]
+        _, python_floor = measure(python("python-idle"))
+        node_floor = measure(["node", "-e", "console.log('{}')"])[1] if sharp_ready else 0.0
+    return {
+        "png_bytes": len(png),
+        "times": times,
+        "medians": {name: statistics.median(values) for name, values in times.items()},
+        "peaks": peaks,
+        "sizes": sizes,
+        "python_floor": python_floor,
+        "node_floor": node_floor,
+        "notes": notes,
+    }
+
+
 def main() -> None:
     """Measure every implementation in interleaved rounds and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -164,6 +224,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4, help="timed runs per round and process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.worker:
         run_worker(args.worker, args.image, args.specs, args.runs)
@@ -171,51 +232,19 @@ def main() -> None:
 
     import pyvips
 
-    sharp_ready = (NODE_DIR / "node_modules" / "sharp").is_dir()
-    node_env = {**os.environ, "BENCH_ENCODER_SETTINGS": json.dumps(encoder_settings())}
-    with tempfile.TemporaryDirectory(prefix="bench-postprocess-") as workdir:
-        image_path = os.path.join(workdir, "render.png")
-        png = make_render(args.size)
-        Path(image_path).write_bytes(png)
-
-        def python(name: str) -> list[str]:
-            return [
-                sys.executable, __file__, "--worker", name, "--image", image_path,
-                "--specs", args.specs, "--runs", str(args.runs),
-            ]  # fmt: skip
-
-        def node(mode: str) -> list[str]:
-            script = str(NODE_DIR / "bench_sharp.mjs")
-            return ["node", script, image_path, args.specs, str(args.runs), mode]
-
-        rows: dict[str, tuple[list[str], dict[str, str] | None]] = {
-            "ours (pyvips, decode once, 2 encoders)": (python("ours"), None),
-            "ours, encoders one after another": (python("ours-sequential"), None),
-            "Pillow (straightforward)": (python("pillow"), None),
-        }
-        if sharp_ready:
-            rows["sharp (decode once)"] = (node("once"), node_env)
-            rows["sharp (decode per output, as Firebase)"] = (node("per-output"), node_env)
-        else:
-            print("bench/node/node_modules/sharp is missing: run `npm install` in bench/node")
-
-        times: dict[str, list[float]] = {name: [] for name in rows}
-        peaks: dict[str, float] = dict.fromkeys(rows, 0.0)
-        sizes: dict[str, dict[str, int]] = {}
-        for _ in range(args.rounds):
-            for name, (argv, env) in rows.items():
-                result, peak = measure(argv, env)
-                times[name].extend(result["ms"])
-                peaks[name] = max(peaks[name], peak)
-                sizes[name] = result["bytes"]
-        _, python_floor = measure(python("python-idle"))
-        node_floor = measure(["node", "-e", "console.log('{}')"])[1] if sharp_ready else 0.0
-
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    ours = medians["ours (pyvips, decode once, 2 encoders)"]
+    result = run_benchmark(args.size, args.specs, args.rounds, args.runs)
+    if args.json:
+        print(json.dumps(result))
+        return
+    for note in result["notes"]:
+        print(note)
+    times, medians, peaks, sizes = (
+        result["times"], result["medians"], result["peaks"], result["sizes"]
+    )  # fmt: skip
+    ours = medians[OURS]
     print(
-        f"\n{args.size}x{args.size} RGBA render, {len(png) / 1e6:.1f} MB PNG -> {args.specs}; "
-        f"{os.cpu_count()} cores, libvips {pyvips.version(0)}.{pyvips.version(1)}."
+        f"\n{args.size}x{args.size} RGBA render, {result['png_bytes'] / 1e6:.1f} MB PNG -> "
+        f"{args.specs}; {os.cpu_count()} cores, libvips {pyvips.version(0)}.{pyvips.version(1)}."
         f"{pyvips.version(2)}; {args.rounds} rounds x {args.runs} runs, median"
     )
     header = (
@@ -223,14 +252,17 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for name in rows:
+    for name in times:
         print(
             f"{name:42} {medians[name]:9.0f} {min(times[name]):7.0f} "
             f"{medians[name] / ours:7.2f} {peaks[name]:11.0f}"
         )
-    print(f"memory floor: python + pyvips {python_floor:.0f} MB, node {node_floor:.0f} MB")
-    print("output bytes: " + "; ".join(f"{name}: {sizes[name]}" for name in rows))
-    for baseline in ("sharp (decode once)", "Pillow (straightforward)"):
+    print(
+        f"memory floor: python + pyvips {result['python_floor']:.0f} MB, "
+        f"node {result['node_floor']:.0f} MB"
+    )
+    print("output bytes: " + "; ".join(f"{name}: {sizes[name]}" for name in times))
+    for baseline in (SHARP, PILLOW):
         if baseline in medians:
             print(f"ours / {baseline}: {ours / medians[baseline]:.2f}")
 
