@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flask
 import functions_framework
 
@@ -26,7 +28,7 @@ def ingest_webhook(request: flask.Request) -> flask.Response:
         ingestor = CallbackIngestor(
             settings,
             runtime.task_store(settings),
-            runtime.srp_client(settings),
+            functools.partial(runtime.srp_client, settings),
             runtime.event_publisher(settings),
         )
         # Read one byte past the limit so an oversized body is refused without buffering it.

@@ -9,18 +9,21 @@ finish a task; if SRP disagrees, SRP's own status is what the record gets.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srp_bundle.callback_auth import CALLBACK_METHOD, token_is_valid
 from srp_bundle.errors import InvalidMessageError, SrpError, SrpNotFoundError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.settings import Settings
-from srp_bundle.srp_client import SrpClient
 from srp_bundle.srp_models import SrpCallback, parse_callback
 from srp_bundle.task_state import SrpStatusReported, is_terminal_status
 from srp_bundle.task_store import RecordNotFoundError, TaskStore
+
+if TYPE_CHECKING:
+    from srp_bundle.srp_client import SrpClient
 
 logger = get_logger(__name__)
 MAX_CALLBACK_BYTES = 64 * 1024
@@ -57,8 +60,13 @@ class CallbackIngestor:
     """Turns SRP callbacks into record changes."""
 
     def __init__(
-        self, settings: Settings, store: TaskStore, srp: SrpClient, publisher: EventPublisher
+        self,
+        settings: Settings,
+        store: TaskStore,
+        srp: Callable[[], SrpClient],
+        publisher: EventPublisher,
     ) -> None:
+        """`srp` makes the SRP client on first need: only terminal statuses are confirmed."""
         self.settings = settings
         self.store = store
         self.srp = srp
@@ -151,7 +159,7 @@ class CallbackIngestor:
         if record.task_id is not None and record.task_id != callback.task_id:
             return None  # another task than ours: recorded as a duplicate, never applied
         try:
-            return self.srp.get_task(callback.task_id).status
+            return self.srp().get_task(callback.task_id).status
         except SrpNotFoundError:
             return _UNKNOWN_TO_SRP
 

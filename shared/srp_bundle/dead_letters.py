@@ -34,7 +34,7 @@ def record_dead_letter(
             TaskRecord(request_id=request_id, collection_id=""),
             TaskFailed("dead_lettered", reason),
         )
-        if store.create(failed.record, [{"kind": "dead_letter"}, *failed.log]):
+        if store.create(failed.record, [{"kind": "dead_letter"}, *failed.log], failed.events):
             publish_transition(store, publisher, request_id, failed.events)
             logger.warning(reason, extra=log_fields(request_id=request_id))
             return failed.record

@@ -1,20 +1,20 @@
 """Outgoing events on `EVENTS_TOPIC`: JSON data, the fixed `type` attribute, an `event_id`.
 
-Events are decided inside the record's transaction and kept in its outbox; they are
-published after the commit and then dropped from the outbox. A crash in between means
-the next invocation for that record publishes them again with the same `event_id`.
+Events are decided inside the record's transaction and written to the outbox in that same
+transaction; they are published after the commit and then deleted from the outbox. If an
+invocation dies in between, reconciliation publishes them again with the same `event_id`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from google.cloud.pubsub_v1 import PublisherClient
 
-from srp_bundle.log import get_logger, log_fields
-from srp_bundle.task_state import TaskRecord
+from srp_bundle.log import bind, get_logger, log_fields
 from srp_bundle.task_store import TaskStore
 
 logger = get_logger(__name__)
@@ -56,19 +56,19 @@ class EventPublisher:
 def publish_transition(
     store: TaskStore, publisher: EventPublisher, request_id: str, events: list[dict[str, Any]]
 ) -> None:
-    """Publish the events one transition decided, then drop them from the record's outbox.
+    """Publish the events one transition decided, then delete them from the outbox.
 
-    Only this transition's own events: a concurrent invocation that sees them still in
-    the outbox leaves them alone, so normal operation publishes each event once.
+    Only this transition's own events: a concurrent invocation never publishes them, so
+    normal operation publishes each event once.
     """
     if events:
-        store.confirm_published(request_id, publisher.publish(events))
+        with bind(request_id=request_id):
+            store.confirm_published(publisher.publish(events))
 
 
-def flush_stale_outbox(store: TaskStore, publisher: EventPublisher, record: TaskRecord) -> int:
-    """Re-publish events whose publisher crashed after the commit; return the count."""
-    if not record.outbox:
-        return 0
-    published = publisher.publish(record.outbox)
-    store.confirm_published(record.request_id, published)
-    return len(published)
+def republish_pending(store: TaskStore, publisher: EventPublisher, decided_before: datetime) -> int:
+    """Publish events whose publisher died after the commit; return how many."""
+    events = store.pending_events(decided_before, limit=500)
+    if events:
+        store.confirm_published(publisher.publish(events))
+    return len(events)

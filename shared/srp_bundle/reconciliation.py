@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
-from srp_bundle.events import EventPublisher, flush_stale_outbox, publish_transition
+from srp_bundle.events import EventPublisher, publish_transition, republish_pending
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
@@ -37,8 +37,11 @@ class Reconciler:
         srp: SrpClient,
         publisher: EventPublisher,
         submitter: Submitter,
+        *,
+        outbox_grace: timedelta = OUTBOX_GRACE,
     ) -> None:
         self.settings = settings
+        self.outbox_grace = outbox_grace
         self.store = store
         self.srp = srp
         self.publisher = publisher
@@ -74,7 +77,9 @@ class Reconciler:
                 break
             budget -= len(page)
             start_after = page[-1].updated_at
-        counts["events_republished"] += self._flush_outboxes(now)
+        counts["events_republished"] += republish_pending(
+            self.store, self.publisher, now - self.outbox_grace
+        )
         logger.info("reconcile run", extra=log_fields(**{k: counts[k] for k in _COUNT_NAMES}))
         return counts
 
@@ -123,12 +128,6 @@ class Reconciler:
             return (record, []) if record is not None and not record.is_terminal else (None, [])
 
         self.store.update(request_id, decide)
-
-    def _flush_outboxes(self, now: datetime) -> int:
-        republished = 0
-        for record in self.store.records_with_outbox(now - OUTBOX_GRACE, PAGE_SIZE):
-            republished += flush_stale_outbox(self.store, self.publisher, record)
-        return republished
 
 
 _COUNT_NAMES = (

@@ -235,7 +235,7 @@ class Submitter:
         stub = RenderRequest(request_id=request_id, collection_id="", input_data={})
         transition = advance(_new_record(stub, now), TaskFailed(error.code, str(error)), now)
         log = [{"kind": "invalid_message", "message_id": message.message_id}, *transition.log]
-        if not self.store.create(transition.record, log):
+        if not self.store.create(transition.record, log, transition.events):
             logger.warning(
                 "invalid message names an existing request; the record is left as it is",
                 extra=log_fields(request_id=request_id),

@@ -119,8 +119,6 @@ class TaskRecord:
     ambiguous_submit_at: datetime | None = None
     # The latest transient failure, kept so a dead-lettered request can say why it gave up.
     last_error: dict[str, str] | None = None
-    # Events decided in a committed transaction but not yet confirmed as published.
-    outbox: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
@@ -131,8 +129,6 @@ class TaskRecord:
         """The Firestore document."""
         document = {name: getattr(self, name) for name in self.__dataclass_fields__}
         document["state"] = str(self.state)
-        # Lets reconciliation find records whose events were decided but not yet published.
-        document["has_outbox"] = bool(self.outbox)
         return document
 
     @classmethod
@@ -217,7 +213,6 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
         derivatives=list(record.derivatives),
         other_files=list(record.other_files),
         duplicate_task_ids=list(record.duplicate_task_ids),
-        outbox=list(record.outbox),
     )
     transition = Transition(record=current)
     if isinstance(change, TaskSubmitted):
@@ -230,7 +225,6 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
         _fail(transition, change.code, change.message, now)
     if transition.changed:
         current.updated_at = now
-        current.outbox.extend(transition.events)
     return transition
 
 

@@ -4,11 +4,14 @@ Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
 - `srp_tasks/{request_id}`: the task record (`task_state.TaskRecord`);
 - `srp_tasks/{request_id}/events/{entry_id}`: the append-only event log;
 - `srp_tasks_renders/{task_id}`: post-processing results keyed by SRP's task id, kept
-  until (and after) a record with that task id exists, so the two can meet in any order.
+  until (and after) a record with that task id exists, so the two can meet in any order;
+- `srp_tasks_outbox/{event}`: events decided by a committed change and not yet published
+  (written in the change's transaction, deleted once Pub/Sub has them).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +34,7 @@ from srp_bundle.task_state import (
 
 EVENTS_SUBCOLLECTION = "events"
 RENDERS_SUFFIX = "_renders"
+OUTBOX_SUFFIX = "_outbox"
 
 
 class RecordNotFoundError(LookupError):
@@ -91,6 +95,7 @@ class TaskStore:
         self.collection_name = collection
         self.records = client.collection(collection)
         self.renders = client.collection(collection + RENDERS_SUFFIX)
+        self.outbox = client.collection(collection + OUTBOX_SUFFIX)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -130,15 +135,25 @@ class TaskStore:
             query = query.start_after({"updated_at": start_after})
         return [TaskRecord.from_document(s.to_dict()) for s in query.limit(limit).stream()]
 
-    def records_with_outbox(self, updated_before: datetime, limit: int) -> list[TaskRecord]:
-        """Records whose decided events were not confirmed as published by `updated_before`."""
-        query = self.records.where(filter=FieldFilter("has_outbox", "==", True)).limit(limit)
-        records = [TaskRecord.from_document(s.to_dict()) for s in query.stream()]
-        return [r for r in records if r.updated_at < updated_before]
+    def pending_events(
+        self, decided_before: datetime, limit: int, request_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Events decided before `decided_before` whose publication was never confirmed."""
+        if request_id is None:
+            query = self.outbox.where(filter=FieldFilter("decided_at", "<", decided_before))
+        else:
+            query = self.outbox.where(filter=FieldFilter("request_id", "==", request_id))
+        entries = [snapshot.to_dict() or {} for snapshot in query.limit(limit).stream()]
+        return [e["event"] for e in entries if e["decided_at"] < decided_before]
 
     # ---- writes -------------------------------------------------------------------------
 
-    def create(self, record: TaskRecord, log: Iterable[dict[str, Any]] = ()) -> bool:
+    def create(
+        self,
+        record: TaskRecord,
+        log: Iterable[dict[str, Any]] = (),
+        events: Iterable[dict[str, Any]] = (),
+    ) -> bool:
         """Create the record if no record has its request id; False if one already exists."""
         reference = self.records.document(record.request_id)
 
@@ -148,6 +163,7 @@ class TaskStore:
                 return False
             transaction.create(reference, record.to_document())
             self._write_log(transaction, record.request_id, log)
+            self._write_outbox(transaction, record.request_id, events)
             return True
 
         return bool(create_in(self.client.transaction()))
@@ -214,6 +230,7 @@ class TaskStore:
             if transition.changed:
                 transaction.set(reference, transition.record.to_document())
             self._write_log(transaction, request_id, log)
+            self._write_outbox(transaction, request_id, transition.events)
             return transition
 
         result: Transition = apply_in(self.client.transaction())
@@ -232,21 +249,24 @@ class TaskStore:
 
         save_in(self.client.transaction())
 
-    def confirm_published(self, request_id: str, event_ids: Iterable[str]) -> None:
-        """Drop published events from the record's outbox."""
-        published = set(event_ids)
-        if not published:
-            return
+    def confirm_published(self, event_ids: Iterable[str]) -> None:
+        """Drop published events from the outbox (one commit, no reads)."""
+        batch = self.client.batch()
+        deleted = 0
+        for event_id in set(event_ids):
+            batch.delete(self.outbox.document(_outbox_id(event_id)))
+            deleted += 1
+        if deleted:
+            batch.commit()
 
-        def decide(
-            record: TaskRecord | None,
-        ) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
-            if record is None or not any(e["event_id"] in published for e in record.outbox):
-                return None, []
-            record.outbox = [e for e in record.outbox if e["event_id"] not in published]
-            return record, []
-
-        self.update(request_id, decide)
+    def _write_outbox(
+        self, transaction: firestore.Transaction, request_id: str, events: Iterable[dict[str, Any]]
+    ) -> None:
+        for event in events:
+            transaction.set(
+                self.outbox.document(_outbox_id(event["event_id"])),
+                {"request_id": request_id, "event": event, "decided_at": utc_now()},
+            )
 
     def _write_log(
         self, transaction: firestore.Transaction, request_id: str, entries: Iterable[dict[str, Any]]
@@ -256,3 +276,8 @@ class TaskStore:
             entry = {"at": utc_now(), **entry}
             # Deterministic ids: an identical duplicate (same callback twice) is kept once.
             transaction.set(log.document(log_entry_id(entry)), entry)
+
+
+def _outbox_id(event_id: str) -> str:
+    # Event ids carry SRP's status verbatim; a digest is always a valid document id.
+    return hashlib.sha256(event_id.encode()).hexdigest()[:32]

@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
 from srp_bundle.events import EventPublisher, publish_transition
-from srp_bundle.task_state import Change, TaskRecord, Transition
+from srp_bundle.task_state import Change, TaskRecord, Transition, utc_now
 from srp_bundle.task_store import TaskStore
 
 SAMPLE_COLLECTION_ID = "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01"
@@ -204,6 +205,10 @@ class Pipeline:
         transition = self.store.apply(request_id, change)
         publish_transition(self.store, self.events_publisher, request_id, transition.events)
         return transition
+
+    def unpublished_events(self, request_id: str) -> list[dict[str, Any]]:
+        """Events decided for the request whose publication was never confirmed."""
+        return self.store.pending_events(utc_now() + timedelta(days=1), 100, request_id)
 
     def record(self, request_id: str) -> TaskRecord:
         """The task record, which must exist."""

@@ -206,7 +206,7 @@ def test_every_ordering_with_duplicates_ends_in_the_same_record_and_events(pipel
     assert record.state == State.COMPLETED
     assert record.status == "done"
     assert record.output_files == [f"render/demo_collection/{task_id}/render.png"]
-    assert record.outbox == []
+    assert pipeline.unpublished_events(request_id) == []
     pipeline.events.wait_for(request_id, "render.completed")
     pipeline.events.settle(0.3)
     assert pipeline.events.types(request_id).count("render.completed") == 1
@@ -224,7 +224,7 @@ def test_a_burst_of_200_concurrent_callbacks_for_50_tasks_leaves_every_record_co
         record = pipeline.record(request_id)
         assert (record.state, record.status) == (State.RENDERED, "done")
         assert record.output_files == [f"render/demo_collection/{record.task_id}/render.png"]
-        assert record.outbox == []
+        assert pipeline.unpublished_events(request_id) == []
 
 
 def test_reconcile_brings_every_task_to_its_final_state_when_callbacks_are_dropped(
@@ -304,3 +304,37 @@ def test_reconcile_redrives_a_request_stuck_before_submission_and_fails_an_expir
     assert pipeline.srp_task(redriven.task_id)["input_data"] == stuck["input_data"]
     failed = pipeline.record(expired["request_id"])
     assert failed.state == State.FAILED and failed.error["code"] == "request_expired"
+
+
+def test_events_of_an_invocation_that_died_after_its_commit_are_published_by_reconcile(
+    pipeline,
+) -> None:
+    from datetime import timedelta
+
+    from srp_bundle.reconciliation import Reconciler
+    from srp_bundle.settings import load_settings
+    from srp_bundle.srp_client import SrpClient
+    from srp_bundle.submission import Submitter
+    from srp_bundle.task_state import SrpStatusReported
+
+    request_id, task_id = submitted_record(pipeline)
+    # The change commits (with its events in the outbox), then the "invocation" dies.
+    pipeline.store.apply(request_id, SrpStatusReported(task_id, "in_progress"))
+    assert [e["type"] for e in pipeline.unpublished_events(request_id)] == ["task.status_changed"]
+
+    settings = load_settings("reconcile_tasks", pipeline.env())
+    with SrpClient.from_settings(settings) as srp:
+        submitter = Submitter(settings, pipeline.store, srp, pipeline.events_publisher)
+        reconciler = Reconciler(
+            settings,
+            pipeline.store,
+            srp,
+            pipeline.events_publisher,
+            submitter,
+            outbox_grace=timedelta(0),
+        )
+        counts = reconciler.run()
+
+    assert counts["events_republished"] >= 1
+    assert pipeline.events.wait_for(request_id, "task.status_changed")
+    assert pipeline.unpublished_events(request_id) == []

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -32,7 +33,7 @@ from local_stack.functions import FunctionProcess
 from local_stack.processes import REPO_ROOT
 from srp_bundle.derivatives import sniff_image_format
 from srp_bundle.events import EventPublisher, publish_transition
-from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted
+from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
 from srp_bundle.task_store import TaskStore
 
 pytestmark = pytest.mark.integration
@@ -440,7 +441,7 @@ def test_exactly_one_render_completed_whatever_the_order(
         d["path"] for d in record(stack, request_id).derivatives
     ]
     assert record(stack, request_id).state == State.COMPLETED
-    assert record(stack, request_id).outbox == []
+    assert stack.store.pending_events(utc_now() + timedelta(days=1), 10, request_id) == []
 
 
 # ---- ignored objects --------------------------------------------------------------------------
