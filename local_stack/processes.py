@@ -61,13 +61,23 @@ def listening_pids(port: int) -> set[int]:
     return owners
 
 
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+# Loaded once here: the child must not dlopen between fork and exec (a lock another thread
+# of ours held at fork time would deadlock it).
+_LIBC = _load_libc()
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: the kernel sends SIGTERM to the child if we die
     # (even by SIGKILL), so an interrupted test run leaves no orphan behind.
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.setsid()
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ManagedProcess:
@@ -111,6 +121,7 @@ class ManagedProcess:
             text=True,
             bufsize=1,
             preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         _running.add(self)
         threading.Thread(target=self._pump_output, name=f"{self.name}-output", daemon=True).start()
