@@ -450,6 +450,30 @@ class LocalStack:
         with self._events_lock:
             return list(self._events)
 
+    def wait_for_events(
+        self, event_type: str, request_ids: Iterable[str], *, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """Every event seen so far, once each request has an event of `event_type`.
+
+        A record reaches its state when its transaction commits; its event is published
+        just after, so a reader of both waits for the event too.
+        """
+        wanted = set(request_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events()
+            seen = {
+                e["data"].get("request_id")
+                for e in events
+                if e["type"] == event_type and isinstance(e["data"], dict)
+            }
+            if wanted <= seen:
+                return events
+            if time.monotonic() > deadline:
+                missing = sorted(wanted - seen)[:10]
+                raise TimeoutError(f"no {event_type} after {timeout}s for {missing}")
+            time.sleep(0.1)
+
     def download(self, bucket: str, path: str) -> bytes:
         """An object's bytes from the local GCS."""
         assert self._storage is not None, "the stack is not running"

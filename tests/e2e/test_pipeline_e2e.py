@@ -76,6 +76,8 @@ def test_n_requests_give_n_completed_records_events_and_derivatives(make_stack) 
     records = stack.wait_for_states(ids, timeout=180)
 
     assert Counter(r["state"] for r in records.values()) == {"completed": 20}
+    stack.wait_for_events("render.completed", ids)
+    time.sleep(0.5)  # room for a duplicate to show up, were there one
     completed = Counter(
         e["data"]["request_id"] for e in stack.events() if e["type"] == "render.completed"
     )
@@ -121,6 +123,10 @@ def test_with_srp_faults_every_request_ends_completed_or_failed_and_nothing_is_d
     for record in records.values():
         if record["state"] == "failed":
             assert record["error"]["code"] and record["error"]["message"]
+    stack.wait_for_events(
+        "render.completed", [i for i, r in records.items() if r["state"] == "completed"]
+    )
+    time.sleep(0.5)  # room for a duplicate to show up, were there one
     events = stack.events()
     completed = Counter(e["data"]["request_id"] for e in events if e["type"] == "render.completed")
     assert all(count == 1 for count in completed.values())

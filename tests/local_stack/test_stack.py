@@ -37,7 +37,7 @@ def test_the_seed_example_is_rendered_end_to_end_and_nothing_outlives_the_stack(
     with LocalStack(config) as stack:
         request_id = stack.publish_request(SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT)
         record = stack.wait_for_states([request_id], timeout=120)[request_id]
-        events = stack.events()
+        events = stack.wait_for_events("render.completed", [request_id])
         processes = stack.processes
         endpoints = _endpoints(stack)
         render = stack.download(config.renders_bucket, record["render_path"])
