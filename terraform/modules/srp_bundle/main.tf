@@ -21,6 +21,8 @@ locals {
         SRP_TIMEOUT_SECONDS     = tostring(var.task_tuning.srp_timeout_seconds)
         WEBHOOK_URL             = local.webhook_url
         MAX_REQUEST_AGE_SECONDS = tostring(var.task_tuning.max_request_age_seconds)
+        # How long to wait for SRP's callback after a POST whose answer was lost.
+        AMBIGUOUS_SUBMIT_WAIT_SECONDS = tostring(var.task_tuning.ambiguous_submit_wait_seconds)
       }
       secret_environment = ["SRP_API_KEY", "WEBHOOK_SECRET"]
       ingress_settings   = "ALLOW_INTERNAL_ONLY"
@@ -55,6 +57,8 @@ locals {
         RENDERS_BUCKET       = google_storage_bucket.renders.name
         DERIVATIVES_BUCKET   = google_storage_bucket.derivatives.name
         DERIVATIVE_SPECS     = var.derivative_specs
+        MAX_SOURCE_PIXELS    = tostring(var.task_tuning.max_source_pixels)
+        MAX_SOURCE_BYTES     = tostring(var.task_tuning.max_source_bytes)
       }
       secret_environment = []
       ingress_settings   = "ALLOW_INTERNAL_ONLY"
@@ -79,6 +83,9 @@ locals {
         WEBHOOK_URL          = local.webhook_url
         STALE_AFTER_SECONDS  = tostring(var.task_tuning.stale_after_seconds)
         RECONCILE_BUDGET     = tostring(var.task_tuning.reconcile_budget)
+        # Re-driving a record stuck before submission follows submit_task's rules.
+        MAX_REQUEST_AGE_SECONDS       = tostring(var.task_tuning.max_request_age_seconds)
+        AMBIGUOUS_SUBMIT_WAIT_SECONDS = tostring(var.task_tuning.ambiguous_submit_wait_seconds)
       }
       secret_environment = ["SRP_API_KEY", "WEBHOOK_SECRET"]
       ingress_settings   = "ALLOW_INTERNAL_ONLY"

@@ -69,13 +69,16 @@ variable "derivative_specs" {
 
 variable "task_tuning" {
   type = object({
-    max_request_age_seconds = optional(number, 86400)
-    confirm_terminal_status = optional(bool, true)
-    stale_after_seconds     = optional(number, 900)
-    reconcile_budget        = optional(number, 500)
-    srp_timeout_seconds     = optional(number, 10)
+    max_request_age_seconds       = optional(number, 86400)
+    confirm_terminal_status       = optional(bool, true)
+    stale_after_seconds           = optional(number, 900)
+    reconcile_budget              = optional(number, 500)
+    srp_timeout_seconds           = optional(number, 10)
+    ambiguous_submit_wait_seconds = optional(number, 300)
+    max_source_pixels             = optional(number, 50000000)
+    max_source_bytes              = optional(number, 268435456)
   })
-  description = "Tuning knobs passed to the functions as MAX_REQUEST_AGE_SECONDS, CONFIRM_TERMINAL_STATUS, STALE_AFTER_SECONDS, RECONCILE_BUDGET and SRP_TIMEOUT_SECONDS; the defaults are the code's."
+  description = "Tuning knobs passed to the functions as MAX_REQUEST_AGE_SECONDS, CONFIRM_TERMINAL_STATUS, STALE_AFTER_SECONDS, RECONCILE_BUDGET, SRP_TIMEOUT_SECONDS, AMBIGUOUS_SUBMIT_WAIT_SECONDS, MAX_SOURCE_PIXELS and MAX_SOURCE_BYTES; the defaults are the code's."
   default     = {}
 
   validation {
@@ -85,6 +88,9 @@ variable "task_tuning" {
         var.task_tuning.stale_after_seconds,
         var.task_tuning.reconcile_budget,
         var.task_tuning.srp_timeout_seconds,
+        var.task_tuning.ambiguous_submit_wait_seconds,
+        var.task_tuning.max_source_pixels,
+        var.task_tuning.max_source_bytes,
       ] : value > 0 && floor(value) == value
     ])
     error_message = "Ages, budgets and timeouts must be positive whole numbers."
