@@ -211,6 +211,7 @@ class Submitter:
             record.last_error = {"code": error.code, "message": str(error)}
             if ambiguous:
                 record.ambiguous_submit_at = utc_now()
+                record.unconfirmed_submissions += 1
             return record, [
                 {"kind": "submit_interrupted", "ambiguous": ambiguous, **record.last_error}
             ]

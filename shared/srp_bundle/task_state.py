@@ -117,6 +117,9 @@ class TaskRecord:
     lease_expires_at: datetime | None = None
     submit_attempts: int = 0
     ambiguous_submit_at: datetime | None = None
+    # POSTs whose answer was lost and whose task SRP has not named yet: each may (or may
+    # not) have created a task we cannot see, since SRP cannot list tasks by request.
+    unconfirmed_submissions: int = 0
     # The latest transient failure, kept so a dead-lettered request can say why it gave up.
     last_error: dict[str, str] | None = None
 
@@ -216,7 +219,7 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
     )
     transition = Transition(record=current)
     if isinstance(change, TaskSubmitted):
-        _attach_task(transition, change.task_id, change.status, now)
+        _attach_task(transition, change.task_id, change.status, now, from_callback=False)
     elif isinstance(change, SrpStatusReported):
         _apply_status(transition, change, now)
     elif isinstance(change, DerivativesReady):
@@ -228,20 +231,29 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
     return transition
 
 
-def _attach_task(transition: Transition, task_id: str, status: str | None, now: datetime) -> bool:
-    """Attach SRP's task id; a second, different id is a duplicate SRP task. True if ours."""
+def _attach_task(
+    transition: Transition, task_id: str, status: str | None, now: datetime, *, from_callback: bool
+) -> bool:
+    """Attach SRP's task id; a second, different id is a duplicate SRP task. True if ours.
+
+    A task first named by SRP (a callback, a poll) rather than by our POST's answer, and any
+    duplicate, is the task of a POST whose answer was lost: one fewer unconfirmed submission.
+    """
     record = transition.record
     if record.task_id == task_id:
         return True
     if record.task_id is not None:
         if task_id not in record.duplicate_task_ids:
             record.duplicate_task_ids.append(task_id)
+            record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
             transition.changed = True
             transition.log.append(
                 _log_entry("duplicate_task", now, task_id=task_id, kept_task_id=record.task_id)
             )
         return False
     record.task_id = task_id
+    if from_callback:
+        record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
     record.lease_owner = None
     record.lease_expires_at = None
     record.ambiguous_submit_at = None
@@ -258,7 +270,7 @@ def _attach_task(transition: Transition, task_id: str, status: str | None, now: 
 
 def _apply_status(transition: Transition, change: SrpStatusReported, now: datetime) -> None:
     record = transition.record
-    if not _attach_task(transition, change.task_id, None, now):
+    if not _attach_task(transition, change.task_id, None, now, from_callback=True):
         return
     if record.is_terminal:
         return

@@ -163,6 +163,7 @@ def test_a_lost_post_answer_never_becomes_an_unnoticed_duplicate(pipeline, rende
     record = pipeline.wait_for_state(request["request_id"], "completed", "rendered", "rendering")
     created = pipeline.srp_tasks()
     assert len(created) == 1 and record.task_id == created[0]["id"]
+    assert record.unconfirmed_submissions == 0  # SRP named the lost POST's task
     # A redelivery finds the attached task and posts nothing.
     assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 200
     assert len(pipeline.srp_tasks()) == 1
@@ -199,6 +200,7 @@ def test_a_lost_post_answer_without_callbacks_reposts_and_records_any_duplicate(
         time.sleep(0.1)
     assert {record.task_id, *record.duplicate_task_ids} == tasks
     assert record.task_id not in record.duplicate_task_ids
+    assert record.unconfirmed_submissions == 0
 
 
 def test_a_request_older_than_the_maximum_age_is_failed(pipeline, render_request) -> None:

@@ -166,3 +166,23 @@ def test_every_ordering_with_a_failure_ends_failed_once(changes) -> None:
     assert record.state == State.FAILED
     assert events.count("task.failed") == 1
     assert "render.completed" not in events
+
+
+def test_unconfirmed_submissions_are_settled_by_the_task_srp_names() -> None:
+    record = _record()
+    record.unconfirmed_submissions = 2  # two POSTs whose answers were lost
+    other = "00000000-1111-4222-8333-444444444444"
+
+    # The first lost POST's task calls back: it is the request's task.
+    record = advance(record, SrpStatusReported(TASK, "in_progress")).record
+    assert (record.task_id, record.unconfirmed_submissions) == (TASK, 1)
+    # The second one's task shows up later: a recorded duplicate, nothing unconfirmed left.
+    record = advance(record, SrpStatusReported(other, "done")).record
+    assert (record.duplicate_task_ids, record.unconfirmed_submissions) == ([other], 0)
+
+
+def test_a_task_named_by_our_post_answer_leaves_lost_posts_unconfirmed() -> None:
+    record = _record()
+    record.unconfirmed_submissions = 1
+    record = advance(record, TaskSubmitted(TASK, "new")).record
+    assert record.unconfirmed_submissions == 1
