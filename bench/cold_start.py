@@ -36,13 +36,13 @@ from bench.common import (
     Emulators,
     Row,
     Section,
-    environment,
     fresh_name,
     function_env,
     function_process,
     median,
 )
 from local_stack.cloudevents import pubsub_event, storage_finalized_event
+from local_stack.emulators import scoped_environment
 from local_stack.functions import FUNCTIONS_DIR, available_functions
 from local_stack.processes import REPO_ROOT
 
@@ -114,7 +114,7 @@ def submitted_records(env: dict[str, str], count: int) -> list[tuple[str, str]]:
 
     from srp_bundle.task_state import State, TaskRecord
 
-    with environment(env):
+    with scoped_environment(env):
         client = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
     records = client.collection(env["TASKS_COLLECTION"])
     ids = [(f"req-{uuid.uuid4().hex[:16]}", str(uuid.uuid4())) for _ in range(count)]

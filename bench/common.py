@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.cloud import pubsub_v1
 
-from local_stack.emulators import FirestoreEmulator, PubsubEmulator
+from local_stack.emulators import FirestoreEmulator, PubsubEmulator, scoped_environment
 from local_stack.functions import FunctionProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -93,21 +91,6 @@ def fresh_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set env vars while Google clients read them, then restore."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 class Emulators:
     """Firestore and Pub/Sub emulators for the sections that need them, started on demand."""
 
@@ -131,7 +114,7 @@ class Emulators:
 
     def create_topic(self, topic_id: str) -> None:
         """Create a Pub/Sub topic on the emulator."""
-        with environment(self.env):
+        with scoped_environment(self.env):
             publisher = pubsub_v1.PublisherClient()
             publisher.create_topic(name=publisher.topic_path(PROJECT_ID, topic_id))
 

@@ -5,9 +5,11 @@ Each exposes `env`: the standard variables that point the Google client librarie
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -18,6 +20,21 @@ PSTEST_DIR = REPO_ROOT / "local_stack" / "pstest"
 PSTEST_BINARY = PSTEST_DIR / "pstest"
 # Debian's golang-google-cloud-dev puts the pstest sources here; we build in GOPATH mode.
 DEBIAN_GOPATH = "/usr/share/gocode"
+
+
+@contextlib.contextmanager
+def scoped_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `values` while Google clients read their emulator switches, then restored."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class EmulatorSetupError(RuntimeError):

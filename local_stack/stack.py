@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -26,7 +25,12 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore, pubsub_v1, storage
 
 from local_stack.bridge import Bridge, RetryPolicy, Route
-from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
+from local_stack.emulators import (
+    FirestoreEmulator,
+    GcsEmulator,
+    PubsubEmulator,
+    scoped_environment,
+)
 from local_stack.functions import SIGNATURE_TYPES, FunctionProcess, available_functions
 from local_stack.processes import ManagedProcess, free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
@@ -207,7 +211,7 @@ class LocalStack:
             self._started.append(process.stop)
             process.start()
 
-        with _environment(emulator_env):
+        with scoped_environment(emulator_env):
             self._publisher = pubsub_v1.PublisherClient()
             self._subscriber = pubsub_v1.SubscriberClient()
             self._storage = storage.Client(project=config.project_id)
@@ -496,18 +500,3 @@ class LocalStack:
             },
             "buckets": [self.config.renders_bucket, self.config.derivatives_bucket],
         }
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set env vars while Google clients read them at construction, then restore."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -17,7 +17,6 @@ import textwrap
 import uuid
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,7 +27,7 @@ import pyvips
 from google.cloud import firestore, pubsub_v1, storage
 
 from local_stack.cloudevents import storage_finalized_event
-from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
+from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator, scoped_environment
 from local_stack.functions import FunctionProcess
 from local_stack.processes import REPO_ROOT
 from srp_bundle.derivatives import sniff_image_format
@@ -40,18 +39,6 @@ pytestmark = pytest.mark.integration
 
 SPECS = "128:webp,64:png,512:jpeg"
 COLLECTION_NAME = "dynamic-nft"
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """os.environ with `values` while Google clients read their emulator switches."""
-    saved = dict(os.environ)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @dataclass
@@ -116,7 +103,7 @@ def stack(
     for function in functions:
         function.start()
     try:
-        with environment(emulators):
+        with scoped_environment(emulators):
             storage_client = storage.Client(project=project_id)
             storage_client.create_bucket(shared_bucket_name)
             store = TaskStore(firestore.Client(project=project_id), env["TASKS_COLLECTION"])
