@@ -202,4 +202,6 @@ def test_a_late_done_callback_comes_long_after_the_file_and_the_status(
     # The payload is stamped when the status changed; delivery waited late_done_delay after it.
     changed_at = datetime.fromisoformat(done.body["timestamp"].replace("Z", "+00:00"))
     assert done.received_at - changed_at.timestamp() >= 1.0
-    assert srp.control.callbacks(task_id=task_id, status="done")[0]["fault"] == "late_done"
+    # The emulator logs a delivery once the receiver has answered: wait for the entry.
+    logged = srp.control.wait_for_callbacks(task_id=task_id, status="done", timeout=10)
+    assert logged[0]["fault"] == "late_done"
