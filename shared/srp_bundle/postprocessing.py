@@ -19,6 +19,7 @@ error's code and `task.failed` goes out. Transient errors propagate (the event i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -32,7 +33,7 @@ from srp_bundle.derivative_store import (
     download_render,
     store_derivatives,
 )
-from srp_bundle.derivatives import make_derivatives
+from srp_bundle.derivatives import RenderDerivatives, make_derivatives
 from srp_bundle.errors import ImageRejectedError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import get_logger, log_fields
@@ -118,8 +119,12 @@ class RenderPostprocessor:
         store: TaskStore,
         storage_client: Any,
         publisher: EventPublisher,
+        *,
+        make_images: Callable[..., RenderDerivatives] = make_derivatives,
     ) -> None:
+        """`make_images` is the image work (a simulator replaces it; see docs/simulation.md)."""
         self.settings = settings
+        self.make_images = make_images
         self.store = store
         self.publisher = publisher
         self.renders_bucket = storage_client.bucket(
@@ -157,7 +162,7 @@ class RenderPostprocessor:
                 return PostprocessResult(
                     Outcome.SUPERSEDED, "this generation no longer exists", target
                 )
-            images = make_derivatives(
+            images = self.make_images(
                 data, self.settings.derivative_specs, max_pixels=self.settings.max_source_pixels
             )
         except ImageRejectedError as error:

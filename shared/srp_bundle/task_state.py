@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -84,9 +85,22 @@ def is_terminal_status(status: str) -> bool:
     return state_for_status(status) in (State.RENDERED, State.FAILED)
 
 
-def utc_now() -> datetime:
-    """Timezone-aware now (every timestamp here is UTC)."""
+def _system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+_clock: Callable[[], datetime] = _system_clock
+
+
+def utc_now() -> datetime:
+    """Timezone-aware now (every timestamp here is UTC), from the clock `use_clock` set."""
+    return _clock()
+
+
+def use_clock(clock: Callable[[], datetime] | None) -> None:
+    """Read time from `clock` (the simulator's virtual clock); None restores the system clock."""
+    global _clock
+    _clock = clock or _system_clock
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""`python -m sim`: run seeds, replay one, shrink a failure. See docs/simulation.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from sim.scenario import FAULT_KINDS, Simulation, swarm
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the seeds asked for; exit 1 on the first invariant violation."""
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    parser.add_argument("--seed", type=int, help="replay exactly this seed and print its trace")
+    parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
+    parser.add_argument("--start", type=int, default=0, help="first seed")
+    parser.add_argument("--requests", type=int, default=8, help="render requests per seed")
+    parser.add_argument("--trace", action="store_true", help="print the trace even on success")
+    parser.add_argument(
+        "--full-trace", action="store_true", help="every trace line, not the last 60"
+    )
+    parser.add_argument(
+        "--without", default="", help="fault kinds never injected (comma-separated)"
+    )
+    parser.add_argument("--keep-going", action="store_true", help="list every failing seed")
+    args = parser.parse_args(argv)
+    without = {k for k in args.without.split(",") if k}
+    unknown = without - set(FAULT_KINDS)
+    if unknown:
+        parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+
+    def simulation(seed: int) -> Simulation:
+        kinds = {k: p for k, p in swarm(seed).items() if k not in without}
+        return Simulation(seed, args.requests, faults=kinds)
+
+    if args.seed is not None:
+        sim = simulation(args.seed)
+        result = sim.run()
+        if result.violation is not None or args.trace:
+            print(sim.world.format_trace(None if args.full_trace else 60))
+        _print_result(result)
+        return 1 if result.violation else 0
+
+    started = time.perf_counter()
+    lifecycles = failures = 0
+    for seed in range(args.start, args.start + args.seeds):
+        sim = simulation(seed)
+        result = sim.run()
+        lifecycles += result.requests
+        if result.violation is not None:
+            failures += 1
+            replay = f"python -m sim --seed {seed} --requests {args.requests}"
+            if args.without:
+                replay += f" --without {args.without}"
+            if args.keep_going:
+                print(f"seed {seed}: {result.violation}  (replay: {replay})", flush=True)
+                continue
+            print(sim.world.format_trace(None if args.full_trace else 60))
+            _print_result(result)
+            print(f"replay: {replay}")
+            return 1
+    elapsed = time.perf_counter() - started
+    print(
+        f"{args.seeds} seeds, {lifecycles} request lifecycles, {failures} violations,"
+        f" {elapsed:.1f} s ({lifecycles / elapsed:.0f} lifecycles/s)"
+    )
+    return 1 if failures else 0
+
+
+def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+    status = f"VIOLATION {result.violation}" if result.violation else "ok"
+    print(
+        f"seed {result.seed}: {status}; {result.requests} requests, {result.steps} steps,"
+        f" {result.simulated_seconds / 3600:.1f} simulated hours;"
+        f" faults: {', '.join(result.faults)}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
