@@ -23,15 +23,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--without", default="", help="fault kinds never injected (comma-separated)"
     )
+    parser.add_argument(
+        "--only", default="", help="inject only these fault kinds: KIND[=PROBABILITY],..."
+    )
     parser.add_argument("--keep-going", action="store_true", help="list every failing seed")
     args = parser.parse_args(argv)
     without = {k for k in args.without.split(",") if k}
-    unknown = without - set(FAULT_KINDS)
+    only = {k.partition("=")[0]: k.partition("=")[2] for k in args.only.split(",") if k}
+    unknown = (without | set(only)) - set(FAULT_KINDS)
     if unknown:
         parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
 
     def simulation(seed: int) -> Simulation:
         kinds = {k: p for k, p in swarm(seed).items() if k not in without}
+        if only:
+            kinds = {k: float(only[k] or FAULT_KINDS[k]) for k in only}
         return Simulation(seed, args.requests, faults=kinds)
 
     if args.seed is not None:
@@ -53,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             replay = f"python -m sim --seed {seed} --requests {args.requests}"
             if args.without:
                 replay += f" --without {args.without}"
+            if args.only:
+                replay += f" --only {args.only}"
             if args.keep_going:
                 print(f"seed {seed}: {result.violation}  (replay: {replay})", flush=True)
                 continue

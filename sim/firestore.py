@@ -35,11 +35,15 @@ Path = tuple[str, ...]
 
 def copy_value(value: Any) -> Any:
     """A deep copy of a Firestore value (dicts, lists, scalars, datetimes)."""
-    if isinstance(value, dict):
-        return {k: copy_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [copy_value(v) for v in value]
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_value(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [copy_value(v) if type(v) in _CONTAINERS else v for v in value]
     return value
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
 
 
 class Server:
@@ -50,8 +54,10 @@ class Server:
         self.collections: dict[Path, dict[str, tuple[int, dict[str, Any]]]] = {}
         self.version = 0
         self.index_exempt = index_exempt
-        # Called with (path, before, after) for every document a commit changes.
-        self.on_write: list[Callable[[Path, dict[str, Any] | None, dict[str, Any] | None], None]]
+        # Called with (path, before, after, size) for every document a commit changes.
+        self.on_write: list[
+            Callable[[Path, dict[str, Any] | None, dict[str, Any] | None, int], None]
+        ]
         self.on_write = []
         # Called with (path, error) when production would refuse a write (its data limits).
         self.on_refused: Callable[[Path, Exception], None] | None = None
@@ -86,6 +92,7 @@ class Server:
                 world.note(None, f"Firestore commit ABORTED: {'/'.join(path)} changed")
                 raise exceptions.Aborted("simulated: transaction conflict")
         staged: dict[Path, dict[str, Any] | None] = {}
+        sizes: dict[Path, int] = {}
         for kind, path, data in writes:
             exists = (
                 (staged[path] is not None) if path in staged else self.lookup(path)[1] is not None
@@ -96,7 +103,7 @@ class Server:
                 staged[path] = None
                 continue
             try:
-                _check_document(path, data, self.index_exempt)
+                sizes[path] = _check_document(path, data, self.index_exempt)
             except exceptions.InvalidArgument as error:
                 if self.on_refused is not None:
                     self.on_refused(path, error)
@@ -112,7 +119,7 @@ class Server:
             else:
                 docs[path[-1]] = (self.version, data)
             for hook in self.on_write:
-                hook(path, before, data)
+                hook(path, before, data, sizes.get(path, 0))
         if answer_lost:
             world.note(None, "Firestore commit applied, answer lost (DEADLINE_EXCEEDED)")
             raise exceptions.DeadlineExceeded("simulated: commit applied, answer lost")
@@ -360,7 +367,8 @@ class Transaction:
 # ---- production's data limits ---------------------------------------------------------------
 
 
-def _check_document(path: Path, data: dict[str, Any], index_exempt: frozenset[str]) -> None:
+def _check_document(path: Path, data: dict[str, Any], index_exempt: frozenset[str]) -> int:
+    """Raise INVALID_ARGUMENT where production would refuse the write; return its size."""
     for segment in path:
         if (
             not segment
@@ -373,61 +381,65 @@ def _check_document(path: Path, data: dict[str, Any], index_exempt: frozenset[st
                 f"simulated: invalid document path segment {segment!r}"
             )
     name_bytes = sum(len(s.encode()) + 1 for s in path) + 16
-    size, entries = _value_size(data, 0, path[-2], "", index_exempt, in_array=False)
-    if name_bytes + size + 32 > MAX_DOCUMENT_BYTES:
+    collection = path[-2]
+    size = entries = 0
+    for key, item in data.items():
+        item_size, leaves = _value_size(key, item, 1, False)
+        size += item_size
+        if f"{collection}.{key}" not in index_exempt:
+            entries += 2 * leaves
+    total = name_bytes + size + 32
+    if total > MAX_DOCUMENT_BYTES:
         raise exceptions.InvalidArgument(
-            f"simulated: document {'/'.join(path)} is {name_bytes + size + 32} bytes,"
-            f" more than {MAX_DOCUMENT_BYTES}"
+            f"simulated: document {'/'.join(path)} is {total} bytes, more than {MAX_DOCUMENT_BYTES}"
         )
     if entries > MAX_INDEX_ENTRIES:
         raise exceptions.InvalidArgument(f"simulated: too many index entries ({entries})")
+    return total
 
 
 def document_size(path: Path, data: dict[str, Any]) -> int:
     """Firestore's storage size of a document (the 1 MiB limit counts this)."""
     name_bytes = sum(len(s.encode()) + 1 for s in path) + 16
-    return name_bytes + _value_size(data, 0, "", "", frozenset(), in_array=False)[0] + 32
+    return name_bytes + sum(_value_size(k, v, 1, False)[0] for k, v in data.items()) + 32
 
 
-def _value_size(
-    value: Any, depth: int, collection: str, field: str, exempt: frozenset[str], *, in_array: bool
-) -> tuple[int, int]:
-    """(bytes, index entries) of a value, raising INVALID_ARGUMENT where production does."""
-    if isinstance(value, dict):
+def _value_size(key: str, value: Any, depth: int, in_array: bool) -> tuple[int, int]:
+    """(bytes of the field name and value, leaf values), refusing what production refuses."""
+    if not in_array:
+        if type(key) is not str or not key or (key[:2] == "__" and key[-2:] == "__"):
+            raise exceptions.InvalidArgument(f"simulated: invalid field name {key!r:.60}")
+        size = len(key) + 1 if key.isascii() else len(key.encode()) + 1
+    else:
+        size = 0
+    kind = type(value)
+    if kind is str:
+        return size + (len(value) if value.isascii() else len(value.encode())) + 1, 1
+    if kind is dict:
         if depth > MAX_MAP_DEPTH:
             raise exceptions.InvalidArgument("simulated: maps nested more than 20 deep")
-        size, entries = 0, 0
-        for key, item in value.items():
-            if not isinstance(key, str) or _RESERVED_NAME.match(key) or not key:
-                raise exceptions.InvalidArgument(f"simulated: invalid field name {key!r:.60}")
-            child = f"{field}.{key}" if field else key
-            item_size, item_entries = _value_size(
-                item, depth + 1, collection, child, exempt, in_array=False
-            )
-            size += len(key.encode()) + 1 + item_size
-            entries += item_entries
-        return size, entries
-    if isinstance(value, list | tuple):
+        leaves = 0
+        for child, item in value.items():
+            item_size, item_leaves = _value_size(child, item, depth + 1, False)
+            size += item_size
+            leaves += item_leaves
+        return size, leaves
+    if kind is list or kind is tuple:
         if in_array:
             raise exceptions.InvalidArgument("simulated: an array value cannot contain an array")
-        size, entries = 0, 0
+        leaves = 0
         for item in value:
-            item_size, item_entries = _value_size(
-                item, depth, collection, field, exempt, in_array=True
-            )
+            item_size, item_leaves = _value_size("", item, depth, True)
             size += item_size
-            entries += item_entries
-        return size, entries
-    indexed = 0 if f"{collection}.{field.split('.')[0]}" in exempt else 2
-    if isinstance(value, str):
-        return len(value.encode()) + 1, indexed
-    if isinstance(value, bytes):
-        return len(value) + 1, indexed
-    if value is None or isinstance(value, bool):
-        return 1, indexed
-    if isinstance(value, int | float | datetime):
-        return 8, indexed
-    raise exceptions.InvalidArgument(f"simulated: cannot store a {type(value).__name__}")
+            leaves += item_leaves
+        return size, leaves
+    if value is None or kind is bool:
+        return size + 1, 1
+    if kind is int or kind is float or isinstance(value, datetime):
+        return size + 8, 1
+    if kind is bytes:
+        return size + len(value) + 1, 1
+    raise exceptions.InvalidArgument(f"simulated: cannot store a {kind.__name__}")
 
 
 def index_exemptions(terraform_text: str, tasks_collection: str) -> frozenset[str]:

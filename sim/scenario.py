@@ -47,7 +47,7 @@ DERIVATIVES_BUCKET = "sim-derivatives"
 ACK_DEADLINE = 60.0
 # Eventarc retries a failing storage event for 24 hours, then drops it.
 EVENTARC_RETRY_SECONDS = 24 * 3600.0
-MAX_DELIVERY_ATTEMPTS = 5
+MAX_DELIVERY_ATTEMPTS = 20  # production default (terraform submit_delivery)
 RECONCILE_EVERY = 600.0
 PUBLISH_WINDOW = 1800.0
 FAULT_WINDOW = 4 * 3600.0
@@ -414,7 +414,11 @@ class Simulation:
         self._violate("6-limits", f"Firestore refuses a write to {'/'.join(path)}: {error}")
 
     def _on_document_write(
-        self, path: tuple[str, ...], before: dict[str, Any] | None, after: dict[str, Any] | None
+        self,
+        path: tuple[str, ...],
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        size: int,
     ) -> None:
         if len(path) == 2 and path[0] == TASKS + OUTBOX_SUFFIX and after is not None:
             self.committed_events.add(after["event"]["event_id"])
@@ -423,7 +427,6 @@ class Simulation:
             return
         if after is None:
             self._violate("1-terminal", f"record {path[1]} was deleted")
-        size = firestore.document_size(path, after)
         if size > MAX_RECORD_BYTES:
             self._violate("6-limits", f"record {path[1]} is {size} bytes")
         if before is None:
