@@ -7,43 +7,16 @@ from google.api_core import exceptions
 from google.cloud import firestore as real_firestore
 
 from sim import firestore
+from sim.ci import CI_SEEDS, NOT_YET_FIXED, REQUESTS_PER_SEED, ci_faults
+from sim.mutants import MUTANTS, hunt
 from sim.scenario import FAULT_KINDS, Simulation, swarm
 from sim.world import Faults, World
-
-# CI's seed budget: about a minute on one core (docs/simulation.md has the long runs).
-CI_SEEDS = range(0, 1500)
-REQUESTS_PER_SEED = 8
-# Fault kinds whose holes (issue 14) are still open on this branch: they are left out of the
-# CI seeds until the fixes are merged, and removed from this set as they land.
-NOT_YET_FIXED: frozenset[str] = frozenset(
-    {
-        "srp_create_then_error",  # hole 1
-        "fs_commit_fails",  # hole 2
-        "fs_commit_answer_lost",  # hole 2
-        "fs_read_fails",  # hole 2
-        "slow_io",  # holes 2 and 3
-        "input_no_request_id",  # hole 5
-        "input_hostile",  # holes 6 and 7
-        "srp_odd_collection_name",  # hole 8
-        "srp_cb_crossed",  # hole 9
-        "srp_cb_odd_status",  # holes 10 and 11
-        "srp_never_finishes",  # a render SRP never finishes stays active forever
-        # A callback of a POST still in flight attaches its task before the POST's answer:
-        # the earlier lost POST is no longer counted in unconfirmed_submissions (seed 13).
-        # Hole 2's fix (the intent counted before the POST) covers it.
-        "srp_create_then_hang",
-    }
-)
-
-
-def _faults(seed: int) -> dict[str, float]:
-    return {k: p for k, p in swarm(seed).items() if k not in NOT_YET_FIXED}
 
 
 def test_every_invariant_holds_on_the_ci_seeds() -> None:
     lifecycles = 0
     for seed in CI_SEEDS:
-        result = Simulation(seed, REQUESTS_PER_SEED, faults=_faults(seed)).run()
+        result = Simulation(seed, REQUESTS_PER_SEED, faults=ci_faults(seed)).run()
         lifecycles += result.requests
         assert result.violation is None, (
             f"seed {seed}: {result.violation}\n{result.trace[-6000:]}\n"
@@ -52,9 +25,18 @@ def test_every_invariant_holds_on_the_ci_seeds() -> None:
     assert lifecycles >= len(CI_SEEDS) * REQUESTS_PER_SEED * 0.9
 
 
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_each_planted_bug_is_caught_within_the_ci_seeds(name: str) -> None:
+    try:
+        found = hunt(MUTANTS[name], CI_SEEDS, ci_faults, REQUESTS_PER_SEED)
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    assert found is not None, f"the simulator misses the planted bug {name}"
+
+
 def test_a_seed_replays_exactly() -> None:
-    first = Simulation(7, REQUESTS_PER_SEED, faults=_faults(7), trace_limit=10**6)
-    second = Simulation(7, REQUESTS_PER_SEED, faults=_faults(7), trace_limit=10**6)
+    first = Simulation(7, REQUESTS_PER_SEED, faults=ci_faults(7), trace_limit=10**6)
+    second = Simulation(7, REQUESTS_PER_SEED, faults=ci_faults(7), trace_limit=10**6)
     first.run()
     second.run()
     assert len(first.world.trace) > 100
