@@ -129,9 +129,54 @@ def server_error_is_not_ambiguous() -> Iterator[None]:
     """Issue 14 hole 1 re-planted: a 5xx answer to a POST counts as 'nothing was created'."""
     from srp_bundle import errors
 
-    if not hasattr(errors.SrpError, "may_have_reached_srp"):
+    if not hasattr(errors.SrpServerError("probe", status_code=502), "may_have_reached_srp"):
         raise RuntimeError("this mutant needs hole 1's fix (SrpError.may_have_reached_srp)")
-    with _patched(errors.SrpServerError, "may_have_reached_srp", False):
+    original = errors.SrpServerError.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.may_have_reached_srp = False
+
+    with _patched(errors.SrpServerError, "__init__", init):
+        yield
+
+
+@contextlib.contextmanager
+def dead_letter_keyed_by_its_own_id() -> Iterator[None]:
+    """Issue 14 hole 5 re-planted: a dead letter without request_id is not traced back."""
+    from srp_bundle import dead_letters
+
+    if not hasattr(dead_letters, "_original_request_id"):
+        raise RuntimeError("this mutant needs hole 5's fix (dead_letters._original_request_id)")
+    with _patched(
+        dead_letters, "_original_request_id", lambda store, digest, message: message.message_id
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def dead_letter_decides_outside_the_transaction() -> Iterator[None]:
+    """Issue 14 hole 4 re-planted: read the record, then fail it without re-checking."""
+    from srp_bundle import dead_letters
+    from srp_bundle.events import publish_transition
+    from srp_bundle.task_state import TaskFailed
+
+    if not hasattr(dead_letters, "_original_request_id"):
+        raise RuntimeError("this mutant needs hole 4's fix")
+    original = dead_letters.record_dead_letter
+
+    def record_dead_letter(store: Any, publisher: Any, message: Any) -> Any:
+        request_id = dead_letters.requested_id(message.data) or dead_letters._original_request_id(
+            store, dead_letters.message_digest(message.data), message
+        )
+        record = store.get(request_id)
+        if record is None or record.task_id is not None or record.is_terminal:
+            return original(store, publisher, message)
+        transition = store.apply(request_id, TaskFailed("dead_lettered", "gave up"))
+        publish_transition(store, publisher, request_id, transition.events)
+        return transition.record
+
+    with _patched(dead_letters, "record_dead_letter", record_dead_letter):
         yield
 
 
@@ -143,6 +188,8 @@ MUTANTS: dict[str, Patch] = {
     "failed_is_not_final": failed_is_not_final,
     "derivatives_overwritten": derivatives_overwritten,
     "server_error_is_not_ambiguous": server_error_is_not_ambiguous,
+    "dead_letter_keyed_by_its_own_id": dead_letter_keyed_by_its_own_id,
+    "dead_letter_decides_outside_the_transaction": dead_letter_decides_outside_the_transaction,
 }
 
 

@@ -21,14 +21,10 @@ from sim import firestore
 from sim.srp import PNG, Post, Srp
 from sim.storage import Storage
 from sim.world import Faults, InvariantViolation, World
-from srp_bundle import task_state
+from srp_bundle import dead_letters, task_state
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage, StorageObject
-from srp_bundle.dead_letters import (
-    DELIVERY_COUNT_ATTRIBUTE,
-    SOURCE_SUBSCRIPTION_ATTRIBUTE,
-    record_dead_letter,
-)
+from srp_bundle.dead_letters import DELIVERY_COUNT_ATTRIBUTE, SOURCE_SUBSCRIPTION_ATTRIBUTE
 from srp_bundle.derivatives import EncodedDerivative, ImageInfo, RenderDerivatives
 from srp_bundle.errors import CorruptImageError
 from srp_bundle.events import EventPublisher
@@ -47,7 +43,8 @@ DERIVATIVES_BUCKET = "sim-derivatives"
 ACK_DEADLINE = 60.0
 # Eventarc retries a failing storage event for 24 hours, then drops it.
 EVENTARC_RETRY_SECONDS = 24 * 3600.0
-MAX_DELIVERY_ATTEMPTS = 20  # production default (terraform submit_delivery)
+# Terraform's submit_delivery.max_delivery_attempts: its default and its minimum.
+DELIVERY_ATTEMPT_CHOICES = (20, 5)
 RECONCILE_EVERY = 600.0
 PUBLISH_WINDOW = 1800.0
 FAULT_WINDOW = 4 * 3600.0
@@ -67,6 +64,7 @@ FAULT_KINDS: dict[str, float] = {
     "ps_duplicate_publish": 0.1,
     "ps_publish_fails": 0.03,
     "srp_connect_refused": 0.05,
+    "srp_outage": 1.0,  # once per run: SRP answers 503 to everything for 1 to 4 hours
     "srp_post_error_before": 0.08,
     "srp_post_429": 0.08,
     "srp_post_hang_nothing": 0.05,
@@ -136,6 +134,10 @@ class Simulation:
         self.n_requests = requests
         self.fault_kinds = swarm(seed) if faults is None else dict(faults)
         self.world = world = World(seed, Faults(dict(self.fault_kinds)), trace_limit=trace_limit)
+        # Deployment settings vary per seed too, from the swarm's stream.
+        self.max_delivery_attempts = random.Random(f"config-{seed}").choice(
+            DELIVERY_ATTEMPT_CHOICES
+        )
         self.settings = Settings(
             project_id="sim",
             srp_api_url="https://srp.sim.invalid",
@@ -181,8 +183,13 @@ class Simulation:
             self.publisher,
             make_images=_fake_images,
         )
+        # reconcile_tasks is its own function: its own Submitter, as in production.
         self.reconciler = Reconciler(
-            self.settings, self.store, self.srp_client, self.publisher, self.submitter
+            self.settings,
+            self.store,
+            self.srp_client,
+            self.publisher,
+            Submitter(self.settings, self.store, self.srp_client, self.publisher),
         )
         # Book-keeping for the invariants.
         self.expected: dict[str, str] = {}  # request id -> how it was produced
@@ -213,6 +220,12 @@ class Simulation:
             for index in range(self.n_requests):
                 world.at(world.rng.uniform(0, PUBLISH_WINDOW), lambda i=index: self._produce(i))
             world.at(world.rng.uniform(0, RECONCILE_EVERY), self._reconcile_tick)
+            if world.fault("srp_outage"):
+                start = world.rng.uniform(0, PUBLISH_WINDOW)
+                self.srp.outage = (start, start + world.rng.uniform(3600, 4 * 3600))
+                world.note(
+                    "world", f"SRP will be down from {start:.0f}s to {self.srp.outage[1]:.0f}s"
+                )
             world.run_until(FAULT_WINDOW)
             world.faults.active = False
             world.note("world", "faults stop: from now on everything must converge")
@@ -324,7 +337,7 @@ class Simulation:
         world.note(None, f"message {message.message_id} dead-lettered as {forwarded.message_id}")
 
         def handle(m: PubsubMessage) -> None:
-            record = record_dead_letter(self.store, self.publisher, m)
+            record = dead_letters.record_dead_letter(self.store, self.publisher, m)
             world.note(None, f"dead letter -> {record.state if record else None}")
 
         _Delivery(self, forwarded, "dead_letter", handle, dead_letter=None).start(1.0)
@@ -623,7 +636,7 @@ class _Delivery:
     def _failed(self, attempt: int) -> None:
         world = self.sim.world
         self.open_attempt = 0
-        if self.dead_letter is not None and self.attempts >= MAX_DELIVERY_ATTEMPTS:
+        if self.dead_letter is not None and self.attempts >= self.sim.max_delivery_attempts:
             self.acked = True
             self.dead_letter(self.message, self.attempts)
             return

@@ -72,6 +72,8 @@ class Srp:
         self.posts: list[Post] = []
         self.on_post: list[Callable[[Post], None]] = []
         self.collection_names: dict[str, str] = {}
+        # An outage window (virtual seconds) during which SRP answers every call with 503.
+        self.outage: tuple[float, float] | None = None
 
     def transport(self) -> httpx.MockTransport:
         """The transport the bundle's SrpClient talks through."""
@@ -81,6 +83,10 @@ class Srp:
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
         world = self.world
+        if self.outage is not None and self.outage[0] <= world.now_s < self.outage[1]:
+            world.io(world.rng.uniform(0.01, 0.5))
+            world.note(None, f"SRP {request.method}: 503 (outage)")
+            return httpx.Response(503, json={"detail": "maintenance"})
         if request.method == "POST":
             return self._post(request)
         if not world.call(self.timeout):
