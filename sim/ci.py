@@ -21,7 +21,6 @@ NOT_YET_FIXED: frozenset[str] = frozenset(
         "srp_odd_collection_name",  # hole 8
         "srp_cb_crossed",  # hole 9
         "srp_cb_odd_status",  # holes 10 and 11
-        "srp_never_finishes",  # a render SRP never finishes stays active forever
         # A callback of a POST still in flight attaches its task before the POST's answer:
         # the earlier lost POST is no longer counted in unconfirmed_submissions (seed 13).
         # Hole 2's fix (the intent counted before the POST) covers it.

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
+import httpx
+
 from sim import firestore
 from sim.srp import PNG, Post, Srp
 from sim.storage import Storage
@@ -168,9 +170,11 @@ class Simulation:
             "sim-key",
             base_url=self.settings.srp_api_url,
             timeout=self.settings.srp_timeout_seconds,
-            transport=self.srp.transport(),
             sleep=world.sleep,
+            transport=_NO_TRANSPORT,  # never used; spares the default one's TLS set-up
         )
+        # The client's httpx.Client is the I/O edge: its calls go to the simulated SRP.
+        self.srp_client._http = self.srp.http()  # type: ignore[assignment]
         self.publisher = EventPublisher(_Publisher(self), "sim", "render-events")
         self.submitter = Submitter(self.settings, self.store, self.srp_client, self.publisher)
         self.ingestor = CallbackIngestor(
@@ -562,6 +566,8 @@ class Simulation:
             self.stats[f"state_{record['state']}"] += 1
             self.stats["duplicates"] += len(record.get("duplicate_task_ids", []))
 
+
+_NO_TRANSPORT = httpx.MockTransport(lambda request: httpx.Response(599))
 
 _RANK = {
     State.RECEIVED: 0,

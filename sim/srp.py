@@ -13,6 +13,7 @@ with a status the task does not have.
 from __future__ import annotations
 
 import json
+import json as _json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,81 @@ from sim.storage import Storage
 from sim.world import World
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class Request:
+    """One HTTP request as SRP receives it."""
+
+    def __init__(
+        self, method: str, path: str, params: dict[str, str] | None, content: bytes | None
+    ) -> None:
+        self.method = method
+        self.params = params or {}
+        self.content = content
+        self.url = _Url(path)
+
+
+class _Url:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class Response:
+    """The part of `httpx.Response` the SRP client reads."""
+
+    def __init__(
+        self,
+        status_code: int,
+        *,
+        json: Any = None,
+        text: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.headers = headers or {}
+        self._json = json
+        self.text = text if text is not None else _json.dumps(json)
+        self.request: Request | None = None
+
+    @property
+    def is_success(self) -> bool:
+        """2xx."""
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        """The body as JSON (a copy, as parsing would give)."""
+        if self._json is None:
+            return _json.loads(self.text)
+        return _json.loads(_json.dumps(self._json))
+
+
+class Http:
+    """Stands in for the SRP client's `httpx.Client`: the same calls, no HTTP machinery.
+
+    The client's own logic (retries, backoff, error classification, redaction) runs as is;
+    transport failures are raised as the httpx exceptions it handles.
+    """
+
+    def __init__(self, handle: Callable[[Request], Response]) -> None:
+        self.handle = handle
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """Send one call to the simulated SRP."""
+        request = Request(method, path, params, content)
+        response = self.handle(request)
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 @dataclass
@@ -75,32 +151,32 @@ class Srp:
         # An outage window (virtual seconds) during which SRP answers every call with 503.
         self.outage: tuple[float, float] | None = None
 
-    def transport(self) -> httpx.MockTransport:
-        """The transport the bundle's SrpClient talks through."""
-        return httpx.MockTransport(self._handle)
+    def http(self) -> Http:
+        """What the bundle's SrpClient sends its calls through (in place of its httpx.Client)."""
+        return Http(self._handle)
 
     # ---- HTTP -----------------------------------------------------------------------------
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
+    def _handle(self, request: Request) -> Response:
         world = self.world
         if self.outage is not None and self.outage[0] <= world.now_s < self.outage[1]:
             world.io(world.rng.uniform(0.01, 0.5))
             world.note(None, f"SRP {request.method}: 503 (outage)")
-            return httpx.Response(503, json={"detail": "maintenance"})
+            return Response(503, json={"detail": "maintenance"})
         if request.method == "POST":
             return self._post(request)
         if not world.call(self.timeout):
-            raise httpx.ReadTimeout("simulated: no answer in time", request=request)
+            raise httpx.ReadTimeout("simulated: no answer in time")
         if world.fault("srp_get_error"):
-            return httpx.Response(world.rng.choice((500, 502, 503)), json={"detail": "oops"})
+            return Response(world.rng.choice((500, 502, 503)), json={"detail": "oops"})
         if world.fault("srp_get_429"):
-            return httpx.Response(429, headers={"Retry-After": "30"}, json={"detail": "slow"})
+            return Response(429, headers={"Retry-After": "30"}, json={"detail": "slow"})
         if world.fault("srp_get_hang"):
             world.io(self.timeout)
-            raise httpx.ReadTimeout("simulated", request=request)
-        task = self.tasks.get(request.url.params.get("id", ""))
+            raise httpx.ReadTimeout("simulated")
+        task = self.tasks.get(request.params.get("id", ""))
         if task is None:
-            return httpx.Response(404, json={"detail": "Not found."})
+            return Response(404, json={"detail": "Not found."})
         status = task.status
         if world.fault("srp_get_lags") and task.history:
             # SRP's read side lags: the answer is the status from a little while ago.
@@ -108,14 +184,14 @@ class Srp:
             older = [s for t, s in task.history if t <= world.now_s - lag]
             status = older[-1] if older else "queued"
         world.note(None, f"SRP GET {task.id[:8]} -> {status}")
-        return httpx.Response(200, json=self._task_json(task, status))
+        return Response(200, json=self._task_json(task, status))
 
-    def _post(self, request: httpx.Request) -> httpx.Response:
+    def _post(self, request: Request) -> Response:
         world = self.world
         if world.fault("srp_connect_refused"):
             world.io(0.01)
             world.note(None, "SRP POST: connection refused (never sent)")
-            raise httpx.ConnectError("simulated: refused", request=request)
+            raise httpx.ConnectError("simulated: refused")
         answered_in_time = world.call(self.timeout)
         body = json.loads(request.content)
         callback = body["render_options"]["callback_urls"][0]
@@ -133,45 +209,43 @@ class Srp:
         if not answered_in_time and world.rng.random() < 0.5:
             world.note(None, f"SRP POST {request_id}: stalls past the timeout, nothing created")
             answer("refused", None)
-            raise httpx.ReadTimeout("simulated", request=request)
+            raise httpx.ReadTimeout("simulated")
         if world.fault("srp_post_error_before"):
             code = world.rng.choice((500, 502, 503, 504))
             world.note(None, f"SRP POST {request_id}: {code}, nothing created")
             answer("refused", None)
-            return httpx.Response(code, json={"detail": "unavailable"})
+            return Response(code, json={"detail": "unavailable"})
         if world.fault("srp_post_429"):
             world.note(None, f"SRP POST {request_id}: 429, nothing created")
             answer("refused", None)
-            return httpx.Response(429, headers={"Retry-After": "15"}, json={"detail": "slow"})
+            return Response(429, headers={"Retry-After": "15"}, json={"detail": "slow"})
         if world.fault("srp_post_hang_nothing"):
             world.note(None, f"SRP POST {request_id}: hangs, nothing created")
             answer("refused", None)
             world.io(self.timeout)
-            raise httpx.ReadTimeout("simulated", request=request)
+            raise httpx.ReadTimeout("simulated")
         if "sim_rejected" in body.get("input_data", {}):
             answer("refused", None)
-            return httpx.Response(
-                400, json={"detail": "input_data is not valid for this collection"}
-            )
+            return Response(400, json={"detail": "input_data is not valid for this collection"})
         task = self._create(request_id, collection_id, token)
         if world.fault("srp_create_then_error"):
             code = world.rng.choice((502, 503, 504))
             world.note(None, f"SRP POST {request_id}: created {task.id[:8]}, answers {code}")
             answer("ambiguous", task)
-            return httpx.Response(code, text="upstream error")
+            return Response(code, text="upstream error")
         if not answered_in_time or world.fault("srp_create_then_hang"):
             world.note(None, f"SRP POST {request_id}: created {task.id[:8]}, answer after timeout")
             answer("ambiguous", task)
             if answered_in_time:
                 world.io(self.timeout)
-            raise httpx.ReadTimeout("simulated", request=request)
+            raise httpx.ReadTimeout("simulated")
         if world.fault("srp_lost_answer"):
             world.note(None, f"SRP POST {request_id}: created {task.id[:8]}, connection reset")
             answer("ambiguous", task)
-            raise httpx.RemoteProtocolError("simulated: reset", request=request)
+            raise httpx.RemoteProtocolError("simulated: reset")
         world.note(None, f"SRP POST {request_id}: 201 task {task.id[:8]}")
         answer("created", task)
-        return httpx.Response(201, json=self._task_json(task, task.status))
+        return Response(201, json=self._task_json(task, task.status))
 
     def _task_json(self, task: Task, status: str) -> dict[str, Any]:
         return {
