@@ -8,12 +8,13 @@ acknowledged (no retry loop) and never reaches SRP.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from srp_bundle.callback_auth import TOKEN_HEADER, callback_token
-from srp_bundle.task_state import State
+from srp_bundle.task_state import State, TaskRecord, utc_now
 
 from concurrency_scenarios import callback_body, srp_posts_for, submitted_record
 from conftest import WEBHOOK_SECRET
@@ -194,3 +195,28 @@ def test_a_render_request_nested_too_deeply_is_failed_not_crashed(pipeline, rend
     record = pipeline.record(message_id)
     assert record.state == State.FAILED
     assert "deeper than 32 levels" in record.error["message"]
+
+
+def test_reconcile_never_redrives_a_stored_callback_the_policy_refuses(
+    pipeline, render_request
+) -> None:
+    # A record written before the policy existed, stuck before submission.
+    reconcile = pipeline.function("reconcile_tasks", STALE_AFTER_SECONDS="1")
+    request = render_request()
+    an_hour_ago = utc_now() - timedelta(hours=1)
+    pipeline.store.create(
+        TaskRecord(
+            request_id=request["request_id"],
+            collection_id=request["collection_id"],
+            input_data=request["input_data"],
+            callback_urls=["http://169.254.169.254/computeMetadata/v1/"],
+            created_at=an_hour_ago,
+            updated_at=an_hour_ago,
+        )
+    )
+
+    assert pipeline.deliver(reconcile, {}, topic="reconcile").status_code == 200
+
+    record = pipeline.record(request["request_id"])
+    assert record.state == State.FAILED and record.error["code"] == "callback_refused"
+    assert srp_posts_for(pipeline, request["request_id"]) == 0

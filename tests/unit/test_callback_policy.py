@@ -90,6 +90,7 @@ def test_public_https_endpoints_pass(entry: Any) -> None:
         ("https://hooks..studio.io/cb", "not a valid DNS name"),
         ("https://-hooks.studio.io/cb", "not a valid DNS name"),
         ("https://hooks_studio.io/cb", "must name a host"),
+        ("https://%31%32%37.0.0.1/cb", "must name a host"),  # percent-encoded host
         ("https://hooks.studio.io:0/cb", "invalid port"),
         ("https://hooks.studio.io:99999/cb", "invalid port"),
         ("https://hooks.studio.io:80:80/cb", "must name a host"),
