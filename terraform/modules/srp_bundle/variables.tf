@@ -211,12 +211,6 @@ variable "deletion_protection" {
   default     = true
 }
 
-variable "build_service_account" {
-  type        = string
-  description = "Full resource name of the service account Cloud Build uses to build the functions (projects/<project>/serviceAccounts/<email>); null keeps the platform default."
-  default     = null
-}
-
 variable "notification_channels" {
   type        = list(string)
   description = "Monitoring notification channel ids (projects/<project>/notificationChannels/<id>) that receive every alert."
@@ -228,8 +222,9 @@ variable "alerting" {
     error_rate_threshold            = optional(number, 0.05)
     oldest_unacked_age_seconds      = optional(number, 1800)
     dead_letter_backlog_age_seconds = optional(number, 900)
+    unauthorized_callbacks_per_5m   = optional(number, 20)
   })
-  description = "Alert thresholds: share of 5xx responses per function over 5 minutes, age of the oldest unacknowledged message on any of the bundle's subscriptions, age of an unprocessed dead letter."
+  description = "Alert thresholds: share of 5xx responses per function over 5 minutes, age of the oldest unacknowledged message on any of the bundle's subscriptions, age of an unprocessed dead letter, 401 answers of ingest_webhook in 5 minutes."
   default     = {}
 
   validation {
