@@ -175,7 +175,7 @@ variable "function_scaling" {
         scaling.timeout_seconds == null ? true : scaling.timeout_seconds >= 1 && scaling.timeout_seconds <= 540,
       ]
     ]))
-    error_message = "max_instances must be >= 1, max_concurrency between 1 and 1000, timeout_seconds between 1 and 540."
+    error_message = "Scaling: max_instances must be >= 1, max_concurrency between 1 and 1000, timeout_seconds between 1 and 540."
   }
 }
 
@@ -195,7 +195,7 @@ variable "retention" {
       && var.retention.dead_letter_message_hours >= 1
       && var.retention.dead_letter_message_hours <= 744
     )
-    error_message = "noncurrent_versions_days must be >= 1 and dead_letter_message_hours between 1 and 744 (31 days)."
+    error_message = "Retention: noncurrent_versions_days must be >= 1 and dead_letter_message_hours between 1 and 744 (31 days)."
   }
 }
 
@@ -229,7 +229,7 @@ variable "alerting" {
 
   validation {
     condition     = var.alerting.error_rate_threshold > 0 && var.alerting.error_rate_threshold < 1
-    error_message = "error_rate_threshold is a share between 0 and 1."
+    error_message = "Alerting: error_rate_threshold is a share between 0 and 1."
   }
 }
 
