@@ -82,6 +82,24 @@ PLANTED: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         r'Missing required argument: The argument "topic" is required',
     ),
+    "block at the wrong level": (
+        lambda module: _replace_once(
+            module / "messaging.tf",
+            "  dead_letter_policy {\n",
+            '  oidc_token {\n    service_account_email = "planted"\n  }\n\n'
+            "  dead_letter_policy {\n",
+        ),
+        r'Unsupported block type: Blocks of type "oidc_token" are not expected here',
+    ),
+    "misspelt attribute reference": (
+        lambda module: _replace_once(
+            module / "messaging.tf",
+            "google_service_account.pubsub_push.email",
+            "google_service_account.pubsub_push.emial",
+        ),
+        r"Unsupported attribute: This object has no argument, nested block, or exported"
+        r' attribute named "emial"',
+    ),
     "duplicated single block": (
         lambda module: _replace_once(
             module / "messaging.tf",

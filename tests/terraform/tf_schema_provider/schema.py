@@ -64,6 +64,9 @@ def ensure_schema(provider_version: str) -> Path:
     partial = target.with_suffix(".partial")
     partial.write_bytes(encoded)
     partial.replace(target)
+    for stale in target.parent.glob(f"google-{provider_version}-*.schema.pb"):
+        if stale != target:
+            stale.unlink()
     return target
 
 
@@ -185,8 +188,11 @@ class _Converter:
                 continue
             if self._is_block_reference(prop["type"]):
                 continue
+            # cdktf renames a getter that would clash with a member of its own ("build" of
+            # build_config becomes buildAttribute).
+            terraform_name = snake_case(name.removesuffix("Attribute"))
             computed.append(
-                Attribute(name=snake_case(name), type=self.value_type(prop["type"]), computed=True)
+                Attribute(name=terraform_name, type=self.value_type(prop["type"]), computed=True)
             )
         return computed
 
