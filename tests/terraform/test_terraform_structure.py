@@ -293,7 +293,13 @@ def test_project_level_grants_are_the_unavoidable_ones(bundle_module: TerraformC
     )
     # The build account reads project-wide only the bucket Cloud Functions stages sources in.
     staged = first_block(project_grants["build_reads_staged_sources"], "condition")
-    assert 'resource.name.startsWith("projects/_/buckets/gcf-v2-sources-' in staged["expression"]
+    bucket = "${local.staged_sources_bucket}"
+    assert staged["expression"] == (
+        f'resource.name == "{bucket}" || resource.name.startsWith("{bucket}/")'
+    )
+    assert bundle_module.locals["staged_sources_bucket"].startswith(
+        "projects/_/buckets/gcf-v2-sources-${data.google_project.main.number}-"
+    )
 
 
 def test_functions_build_as_a_dedicated_account_granted_only_build_needs(

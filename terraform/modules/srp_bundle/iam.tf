@@ -11,6 +11,9 @@ locals {
     }
   ]...)
 
+  # Where Cloud Functions copies each function's source before building it.
+  staged_sources_bucket = "projects/_/buckets/gcf-v2-sources-${data.google_project.main.number}-${var.region}"
+
   functions_with_event_trigger = toset([
     for function_name, function in local.functions : function_name if function.event_trigger != null
   ])
@@ -100,9 +103,10 @@ resource "google_project_iam_member" "build_reads_staged_sources" {
   role    = "roles/storage.objectViewer"
   member  = google_service_account.function_build.member
 
+  # The bucket itself (listing) or an object in it.
   condition {
     title      = "srp-${var.environment}-function-source-staging"
-    expression = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.main.number}-${var.region}/\")"
+    expression = "resource.name == \"${local.staged_sources_bucket}\" || resource.name.startsWith(\"${local.staged_sources_bucket}/\")"
   }
 }
 
