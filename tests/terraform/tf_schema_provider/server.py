@@ -133,9 +133,9 @@ def serve(schema: bytes) -> None:
     client_certificate = os.environ.get("PLUGIN_CLIENT_CERT")
     if client_certificate:
         # AutoMTLS: Terraform trusts only the certificate we print in the handshake line. It
-        # cannot authenticate itself in return: its certificate is ECDSA P-521, whose TLS 1.3
-        # signatures grpcio's BoringSSL does not accept, so Go sends none. Harmless here: the
-        # listener is on loopback for seconds and serves a public schema with no side effects.
+        # does not authenticate itself in return: required, Terraform 1.0.3 sent no certificate
+        # (its own is ECDSA P-521, not among the signature algorithms grpcio's BoringSSL asks
+        # for). Harmless here: a loopback listener that lives seconds and serves a public schema.
         key_pem, certificate_pem, certificate_der = self_signed_certificate()
         credentials = grpc.ssl_server_credentials(
             [(key_pem, certificate_pem)], require_client_auth=False
