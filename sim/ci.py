@@ -17,7 +17,8 @@ NOT_YET_FIXED: frozenset[str] = frozenset(
         "fs_read_fails",  # hole 2
         "slow_io",  # holes 2 and 3
         "input_no_request_id",  # hole 5
-        "input_hostile",  # holes 6 and 7
+        "input_hostile",  # hole 7
+        "input_nan",  # hole 6
         "srp_odd_collection_name",  # hole 8
         "srp_cb_crossed",  # hole 9
         "srp_cb_odd_status",  # holes 10 and 11

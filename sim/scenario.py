@@ -92,6 +92,7 @@ FAULT_KINDS: dict[str, float] = {
     "gcs_sibling_files": 0.1,
     "input_invalid": 0.05,
     "input_hostile": 0.05,
+    "input_nan": 0.03,
     "input_no_request_id": 0.15,
 }
 
@@ -294,11 +295,12 @@ class Simulation:
             )
             body["input_data"].update(hostile)
             data, kind = json.dumps(body).encode(), f"hostile input {next(iter(hostile))}"
-            if world.rng.random() < 0.2:
-                data = data.replace(b'"n": ', b'"n": NaN, "m": ')  # JSON that Python accepts
-                kind = "hostile input NaN"
+
             if len(data) > 64 * 1024:
                 kind = "too large"
+        if kind == "valid" and world.fault("input_nan"):
+            data = data.replace(b'"n": ', b'"n": NaN, "m": ')  # JSON that Python accepts
+            kind = "input with NaN"
         message_id = self._message_id()
         request_id = request_id_hint(data, message_id)
         self.expected[request_id] = kind
