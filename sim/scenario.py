@@ -393,6 +393,8 @@ class Simulation:
             self.world.note(None, f"postprocess -> {result.outcome}: {result.reason}")
 
         def done(error: BaseException | None, _: Any) -> None:
+            if error is not None:
+                self.check_retryable(error)
             if error is not None and attempt * 600 < EVENTARC_RETRY_SECONDS:
                 backoff = min(600.0, 10.0 * 2 ** (attempt - 1)) * self.world.rng.uniform(0.5, 1.0)
                 self._finalize(event, backoff, attempt + 1)
@@ -503,6 +505,15 @@ class Simulation:
                 f"{post.request_id}: a second SRP task {waited:.1f}s after the POST that created"
                 f" {last.task_id[:8]} (answer: {last.answer}); the ambiguity wait is {wait}s",
             )
+
+    def check_retryable(self, error: BaseException) -> None:
+        """Invariant 8: a handler raises (asks for a retry) only for what a retry can fix."""
+        if _is_transient(error):
+            return
+        self._violate(
+            "8-retry-only-transient",
+            f"a handler raised {type(error).__name__}: {str(error)[:200]} (retrying cannot help)",
+        )
 
     def on_publish(self, event_id: str, event_type: str, request_id: str) -> None:
         """Invariant 4, per step: every event published matches a committed transition."""
@@ -628,6 +639,8 @@ class _Delivery:
             self._failed(attempt)
 
     def _settle(self, attempt: int, error: BaseException | None) -> None:
+        if error is not None:
+            self.sim.check_retryable(error)
         if self.open_attempt != attempt or self.acked:
             return  # an expired attempt finishing late: Pub/Sub already moved on
         if error is None:
@@ -687,6 +700,19 @@ class _Publisher:
         self.sim.on_publish(attributes["event_id"], attributes["type"], attributes["request_id"])
         world.note(None, f"event {attributes['type']} ({json.loads(data).get('state')})")
         return _Future(None)
+
+
+def _is_transient(error: BaseException) -> bool:
+    from google.api_core import exceptions
+
+    from srp_bundle.errors import BundleError
+
+    if isinstance(error, exceptions.GoogleAPICallError | exceptions.RetryError):
+        return not isinstance(error, exceptions.InvalidArgument)
+    if isinstance(error, BundleError):
+        return bool(error.transient)
+    # firestore.transactional gives up after 5 ABORTED attempts with a ValueError.
+    return isinstance(error, ValueError) and isinstance(error.__cause__, exceptions.Aborted)
 
 
 def _fake_images(source: bytes, specs: Any, *, max_pixels: int, **_: Any) -> RenderDerivatives:
