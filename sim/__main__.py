@@ -7,6 +7,7 @@ import sys
 import time
 
 from sim.scenario import FAULT_KINDS, Simulation, swarm
+from sim.shrink import shrink
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,19 +28,32 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help="inject only these fault kinds: KIND[=PROBABILITY],..."
     )
     parser.add_argument("--keep-going", action="store_true", help="list every failing seed")
+    parser.add_argument(
+        "--shrink", action="store_true", help="with --seed: reduce requests and fault kinds"
+    )
     args = parser.parse_args(argv)
     without = {k for k in args.without.split(",") if k}
     only = {k.partition("=")[0]: k.partition("=")[2] for k in args.only.split(",") if k}
-    unknown = (without | set(only)) - set(FAULT_KINDS)
+    unknown = (without | set(only)) - set(FAULT_KINDS) - {"none"}
     if unknown:
         parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
 
     def simulation(seed: int) -> Simulation:
         kinds = {k: p for k, p in swarm(seed).items() if k not in without}
         if only:
-            kinds = {k: float(only[k] or FAULT_KINDS[k]) for k in only}
+            kinds = {k: float(only[k] or FAULT_KINDS[k]) for k in only if k != "none"}
         return Simulation(seed, args.requests, faults=kinds)
 
+    if args.seed is not None and args.shrink:
+        shrunk = shrink(args.seed, args.requests, simulation(args.seed).fault_kinds)
+        if shrunk is None:
+            print(f"seed {args.seed} breaks no invariant: nothing to shrink")
+            return 0
+        print(
+            f"invariant {shrunk.invariant} still breaks with {shrunk.requests} request(s) and"
+            f" {len(shrunk.faults)} fault kind(s) ({shrunk.runs} runs):\n  {shrunk.command()}"
+        )
+        return 1
     if args.seed is not None:
         sim = simulation(args.seed)
         result = sim.run()
