@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         if shrunk is None:
             print(f"seed {args.seed} breaks no invariant: nothing to shrink")
             return 0
+        needed = sorted(k for k, p in shrunk.faults.items() if p > 0)
         print(
             f"invariant {shrunk.invariant} still breaks with {shrunk.requests} request(s) and"
-            f" {len(shrunk.faults)} fault kind(s) ({shrunk.runs} runs):\n  {shrunk.command()}"
+            f" {len(needed)} fault kind(s) ({shrunk.runs} runs): {', '.join(needed)}\n"
+            f"  {shrunk.command()}"
         )
         return 1
     if args.seed is not None:

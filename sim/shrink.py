@@ -2,8 +2,9 @@
 
 A seed's schedule is a function of (seed, requests, fault kinds). The shrinker keeps the seed
 and greedily drops what it can while the run still breaks the same invariant: first the
-number of requests (halving, then one by one), then each fault kind in turn. What is left is
-a small configuration whose trace shows only what the failure needs.
+number of requests (halving, then one by one), then each fault kind in turn (set to
+probability 0). What is left is a small configuration whose trace shows only what the
+failure needs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Shrunk:
     def command(self) -> str:
         """The command that replays it."""
         only = ",".join(f"{k}={p:g}" for k, p in sorted(self.faults.items()))
+        # Kinds at 0 stay in the command: they keep the seed's random stream aligned.
         return (
             f"python -m sim --seed {self.seed} --requests {self.requests} --only {only or 'none'}"
         )
@@ -55,7 +57,9 @@ def shrink(
     while requests > 1 and still_fails(requests - 1, faults):
         requests -= 1
     for kind in sorted(faults):
-        fewer = {k: p for k, p in faults.items() if k != kind}
+        # Probability 0, not removal: the kind still draws from the seed's stream, so every
+        # other random choice of the run stays where it was.
+        fewer = {**faults, kind: 0.0}
         if still_fails(requests, fewer):
             faults = fewer
     return Shrunk(seed, requests, faults, target, runs)

@@ -136,9 +136,10 @@ def test_the_shrinker_keeps_the_invariant_and_drops_what_it_does_not_need() -> N
     def run(seed: int, requests: int, faults: dict[str, float]) -> str | None:
         calls.append((requests, sorted(faults)))
         # A stand-in run: breaks invariant 2 whenever fault "a" is on and there are 3+ requests.
-        return "2-one-task" if "a" in faults and requests >= 3 else None
+        return "2-one-task" if faults.get("a") and requests >= 3 else None
 
     shrunk = shrink(5, 16, {"a": 0.1, "b": 0.2, "c": 0.3}, run=run)
     assert shrunk is not None
-    assert (shrunk.requests, shrunk.faults, shrunk.invariant) == (3, {"a": 0.1}, "2-one-task")
-    assert shrunk.command() == "python -m sim --seed 5 --requests 3 --only a=0.1"
+    assert (shrunk.requests, shrunk.invariant) == (3, "2-one-task")
+    assert shrunk.faults == {"a": 0.1, "b": 0.0, "c": 0.0}
+    assert shrunk.command() == "python -m sim --seed 5 --requests 3 --only a=0.1,b=0,c=0"
