@@ -219,7 +219,9 @@ class Simulation:
         """Safety phase, then liveness phase, then the checks at quiescence."""
         world = self.world
         task_state.use_clock(world.now)
+        previous_disable = logging.root.manager.disable
         logging.disable(logging.CRITICAL)
+        saved_random = random.getstate()
         random.seed(f"client-jitter-{self.seed}")  # the SRP client's backoff jitter
         try:
             for index in range(self.n_requests):
@@ -240,6 +242,8 @@ class Simulation:
             self.violation = violation
         finally:
             task_state.use_clock(None)
+            logging.disable(previous_disable)
+            random.setstate(saved_random)
         return RunResult(
             seed=self.seed,
             requests=len(self.expected),
