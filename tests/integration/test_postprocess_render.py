@@ -39,6 +39,8 @@ pytestmark = pytest.mark.integration
 
 SPECS = "128:webp,64:png,512:jpeg"
 COLLECTION_NAME = "dynamic-nft"
+MAX_MEDIA_SECONDS = 5
+MAX_SOURCE_PIXELS = 2_000_000
 
 
 @dataclass
@@ -86,6 +88,9 @@ def stack(
         "EVENTS_TOPIC": topic_id,
         "TASKS_COLLECTION": f"tasks-{suffix}",
         "DERIVATIVE_SPECS": SPECS,
+        # Small limits, so over-limit media is cheap to make.
+        "MAX_MEDIA_SECONDS": str(MAX_MEDIA_SECONDS),
+        "MAX_SOURCE_PIXELS": str(MAX_SOURCE_PIXELS),
     }
     shared_bucket_name, missing_bucket_name = f"shared-{suffix}", f"not-yet-{suffix}"
     shared_bucket_env = {
@@ -223,11 +228,6 @@ def corrupt_png() -> bytes:
     return data[:idat_at] + png_chunk(b"IDAT", garbage) + data[idat_at + 12 + length :]
 
 
-def jpeg_bytes() -> bytes:
-    """A real JPEG, to be uploaded with a PNG content type."""
-    return bytes(pyvips.Image.black(64, 64).jpegsave_buffer())
-
-
 def new_task(stack: Stack, *, attach: bool = True) -> tuple[str, str]:
     """A task record (request id, SRP task id), submitted to SRP unless `attach` is False."""
     request_id = f"request-{uuid.uuid4().hex[:12]}"
@@ -247,6 +247,11 @@ def render_name(task_id: str) -> str:
 def derivative_folder(task_id: str) -> str:
     """Where every derivative of a task goes."""
     return f"derivatives/{COLLECTION_NAME}/{task_id}/"
+
+
+def source_folder(task_id: str, file_name: str = "render.png") -> str:
+    """Where every derivative of one output file of a task goes."""
+    return f"{derivative_folder(task_id)}{file_name}/"
 
 
 def upload(
@@ -278,11 +283,12 @@ def deliver(function: FunctionProcess, resource: dict[str, Any]) -> httpx.Respon
     return httpx.post(function.url, headers=headers, content=body, timeout=60)
 
 
-def srp_reports_done(stack: Stack, request_id: str, task_id: str) -> None:
+def srp_reports_done(
+    stack: Stack, request_id: str, task_id: str, output_files: tuple[str, ...] | None = None
+) -> None:
     """What ingest_webhook does with SRP's `done` callback."""
-    transition = stack.store.apply(
-        request_id, SrpStatusReported(task_id, "done", (render_name(task_id),))
-    )
+    files = output_files if output_files is not None else (render_name(task_id),)
+    transition = stack.store.apply(request_id, SrpStatusReported(task_id, "done", files))
     publish_transition(stack.store, stack.publisher, request_id, transition.events)
 
 
@@ -303,15 +309,14 @@ def record(stack: Stack, request_id: str) -> TaskRecord:
 
 def test_render_becomes_derivatives_listed_on_the_record(stack: Stack) -> None:
     request_id, task_id = new_task(stack)
-    video = b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
-    upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/turntable.mp4", video, "video/mp4")
-    resource = upload(stack.renders, render_name(task_id), rgba_png(256, 256))
+    png = rgba_png(256, 256)
+    resource = upload(stack.renders, render_name(task_id), png)
 
     response = deliver(stack.function, resource)
 
     assert response.status_code == 200, response.text
     generation = int(resource["generation"])
-    folder = f"{derivative_folder(task_id)}g{generation}"
+    folder = f"{source_folder(task_id)}g{generation}"
     expected = {  # 512 is larger than the render: never upscaled
         f"{folder}/128.webp": (128, 128, "webp", "image/webp"),
         f"{folder}/64.png": (64, 64, "png", "image/png"),
@@ -340,16 +345,25 @@ def test_render_becomes_derivatives_listed_on_the_record(stack: Stack) -> None:
         for name, (width, height, image_format, _) in expected.items()
     ]
     assert all(d["bytes"] == blobs[d["path"]].size for d in stored.derivatives)
-    assert stored.other_files == [
+    assert {(d["source"], d["role"]) for d in stored.derivatives} == {
+        (render_name(task_id), "thumbnail")
+    }
+    assert stored.files == [
         {
-            "path": f"render/{COLLECTION_NAME}/{task_id}/turntable.mp4",
-            "bytes": len(video),
-            "sha256": hashlib.sha256(video).hexdigest(),
-            "content_type": "video/mp4",
+            "path": render_name(task_id),
+            "generation": generation,
+            "kind": "image",
+            "format": "png",
+            "content_type": "image/png",
+            "bytes": len(png),
+            "sha256": hashlib.sha256(png).hexdigest(),
+            "width": 256,
+            "height": 256,
         }
     ]
+    assert stored.other_files == []
     assert stored.state == State.SUBMITTED  # completion also needs SRP's done
-    assert stack.store.render_result(task_id) is not None
+    assert stack.store.render_result(task_id, render_name(task_id)) is not None
 
 
 def test_a_redelivered_event_writes_nothing(stack: Stack, events: EventInbox) -> None:
@@ -382,7 +396,7 @@ def test_a_newer_generation_replaces_the_derivatives(stack: Stack) -> None:
     # The old event arriving late changes nothing.
     assert deliver(stack.function, first).status_code == 200
 
-    folder = f"{derivative_folder(task_id)}g{second['generation']}"
+    folder = f"{source_folder(task_id)}g{second['generation']}"
     names = set(object_generations(stack.derivatives, derivative_folder(task_id)))
     assert names == {f"{folder}/128.webp", f"{folder}/64.png", f"{folder}/512.jpg"}
     stored = record(stack, request_id)
@@ -456,7 +470,8 @@ def test_objects_that_are_not_renders_are_ignored(stack: Stack, case: str) -> No
         metadata = {"source_object": name, "source_generation": "1", "task_id": task_id}
         resource = upload(stack.renders, name, png, metadata=metadata)
     elif case == "other_file":
-        resource = upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/frame_0001.png", png)
+        # One level below the task folder: not an output file of the task.
+        resource = upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/frames/0001.png", png)
     else:
         other = stack.storage.create_bucket(f"other-{uuid.uuid4().hex[:10]}")
         resource = upload(other, name, png)
@@ -464,7 +479,7 @@ def test_objects_that_are_not_renders_are_ignored(stack: Stack, case: str) -> No
     response = deliver(stack.function, resource)
 
     assert response.status_code == 200, response.text
-    assert stack.store.render_result(task_id) is None
+    assert stack.store.render_results(task_id) == []
     assert object_generations(stack.derivatives, derivative_folder(task_id)) == {}
     assert record(stack, request_id).derivatives == []
 
@@ -503,7 +518,6 @@ BAD_RENDERS = {
     "corrupt": (corrupt_png, "corrupt_image"),
     "truncated": (lambda: rgba_png(256, 256)[:600], "corrupt_image"),
     "decompression_bomb": (decompression_bomb, "too_many_pixels"),
-    "not_png": (jpeg_bytes, "not_png"),
 }
 
 
@@ -569,7 +583,7 @@ def test_a_storage_error_is_retried_until_it_succeeds(stack: Stack) -> None:
 
     failed = deliver(function, resource)
     assert failed.status_code == 500  # Eventarc retries it
-    assert stack.store.render_result(task_id) is None
+    assert stack.store.render_results(task_id) == []
     assert record(stack, request_id).derivatives == []
 
     stack.storage.create_bucket(stack.missing_bucket_name)
