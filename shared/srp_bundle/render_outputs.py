@@ -111,8 +111,9 @@ def process_output_file(
         sniffed, details = media.describe_model(path, sniffed)
 
     content_type = sniffed.content_type
-    if sniffed.format == "unknown" and declared_content_type:
-        content_type = declared_content_type
+    if sniffed.format == "unknown" and _names_no_media(declared_content_type):
+        # The bytes name nothing: a declared generic type may say more, a media type lies.
+        content_type = declared_content_type or content_type
     description = {
         "kind": str(sniffed.kind),
         "format": sniffed.format,
@@ -138,6 +139,10 @@ def _video_derivatives(
     info = animation_info(clip)
     preview = EncodedDerivative(DerivativeSpec(media.PREVIEW_SIZE, "webp"), clip, info, "preview")
     return (*posters.derivatives, preview)
+
+
+def _names_no_media(content_type: str | None) -> bool:
+    return bool(content_type) and str(content_type).split("/")[0] in ("text", "application")
 
 
 def _size_and_digest(path: str) -> tuple[int, str]:
