@@ -42,7 +42,7 @@ from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.render_outputs import Limits, ProcessedFile, process_output_file
 from srp_bundle.settings import Settings
-from srp_bundle.task_state import DerivativesReady, TaskRecord
+from srp_bundle.task_state import DerivativesReady, TaskRecord, missing_outputs
 from srp_bundle.task_store import RenderResult, TaskStore
 
 logger = get_logger(__name__)
@@ -207,6 +207,30 @@ class RenderPostprocessor:
             record,
             written=sum(item.written for item in written),
         )
+
+    def redrive(self, record: TaskRecord) -> int:
+        """Process again, from the bucket, each output file the record still waits for.
+
+        For reconcile, once a request has stayed `rendered` past its deadline (a lost or
+        dropped storage event). Returns how many files were found and processed.
+        """
+        found = 0
+        for path in missing_outputs(record):
+            blob = self.renders_bucket.get_blob(path)
+            if blob is None:
+                continue
+            found += 1
+            self.process(
+                StorageObject(
+                    bucket=self.renders_bucket.name,
+                    name=path,
+                    generation=int(blob.generation),
+                    size=blob.size,
+                    content_type=blob.content_type,
+                    metadata=dict(blob.metadata or {}),
+                )
+            )
+        return found
 
     # ---- steps ------------------------------------------------------------------------
 

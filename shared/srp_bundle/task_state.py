@@ -297,6 +297,12 @@ def _apply_status(transition: Transition, change: SrpStatusReported, now: dateti
         reason = change.reason or f"SRP reported status {change.status!r}"
         _fail(transition, "srp_render_failed", reason, now)
         return
+    if target == State.RENDERED == record.state and change.output_files and not record.output_files:
+        # Reconcile saw `done` without the file list; SRP's callback brings it now.
+        record.output_files = list(change.output_files)
+        transition.changed = True
+        _choose_render_path(record)
+        return
     if _RANK[target] < _RANK[record.state] or (
         _RANK[target] == _RANK[record.state] and record.status == change.status
     ):

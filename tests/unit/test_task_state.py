@@ -251,3 +251,20 @@ def test_a_model_is_described_without_derivatives() -> None:
         {"kind": "model", "format": "glb", "meshes": 2, "path": model, "generation": 3}
     ]
     assert record.derivatives == []
+
+
+def test_a_done_callback_after_reconcile_brings_the_file_list() -> None:
+    record, events = _run(
+        [
+            TaskSubmitted(TASK),
+            SrpStatusReported(TASK, "done", (), source="reconcile"),
+            SrpStatusReported(TASK, "done", (RENDER, VIDEO)),
+            DERIVATIVES,
+        ]
+    )
+    assert record.output_files == [RENDER, VIDEO]
+    assert record.state == State.RENDERED  # the video is still missing
+    assert "render.completed" not in events
+
+    record = advance(record, VIDEO_READY).record
+    assert record.state == State.COMPLETED
