@@ -42,6 +42,7 @@ _PNG_TO_PIPE = ("-f", "image2pipe", "-c:v", "png", "pipe:1")
 POSTER_MIN_LUMA = 24.0
 POSTER_POSITIONS = (0.10, 0.25, 0.50)
 PREVIEW_SECONDS = 3.0
+PREVIEW_MIN_SECONDS = 1.0
 PREVIEW_FPS = 10
 PREVIEW_SIZE = 320
 PREVIEW_QUALITY = 60
@@ -227,10 +228,16 @@ def poster_frame(
     return best[1], best[2]
 
 
-def preview_clip(path: str, sniffed: Sniffed, media: MediaProbe, *, timeout: float) -> bytes:
-    """A looping animated WebP of a few seconds, fit inside PREVIEW_SIZE, never upscaled."""
-    length = min(PREVIEW_SECONDS, media.duration)
-    start = min(media.duration * POSTER_POSITIONS[0], max(0.0, media.duration - length))
+def preview_clip(
+    path: str, sniffed: Sniffed, media: MediaProbe, *, start_at: float, timeout: float
+) -> bytes:
+    """A looping animated WebP of a few seconds, fit inside PREVIEW_SIZE, never upscaled.
+
+    It starts at `start_at` (the poster's time: past a black opening), or earlier when
+    that leaves less than PREVIEW_MIN_SECONDS before the end.
+    """
+    start = max(0.0, min(start_at, media.duration - PREVIEW_MIN_SECONDS))
+    length = min(PREVIEW_SECONDS, media.duration - start)
     size = PREVIEW_SIZE
     scale = (
         f"scale=w='min({size},iw)':h='min({size},ih)':force_original_aspect_ratio=decrease,"

@@ -132,9 +132,9 @@ def _video_derivatives(
     specs: Sequence[DerivativeSpec],
     limits: Limits,
 ) -> tuple[EncodedDerivative, ...]:
-    frame, _ = media.poster_frame(path, sniffed, probed, timeout=limits.timeout_seconds)
+    frame, at = media.poster_frame(path, sniffed, probed, timeout=limits.timeout_seconds)
     posters = make_derivatives(frame, specs, max_pixels=limits.max_pixels, role="poster")
-    clip = media.preview_clip(path, sniffed, probed, timeout=limits.timeout_seconds)
+    clip = media.preview_clip(path, sniffed, probed, start_at=at, timeout=limits.timeout_seconds)
     # ffmpeg's encode is kept as it is; only its header is read back, for the record.
     info = animation_info(clip)
     preview = EncodedDerivative(DerivativeSpec(media.PREVIEW_SIZE, "webp"), clip, info, "preview")
