@@ -271,7 +271,11 @@ def preview_clip(
 def waveform(path: str, sniffed: Sniffed, *, timeout: float) -> bytes:
     """The whole sound drawn as one waveform PNG (WAVEFORM_SIZE), all channels mixed."""
     width, height = WAVEFORM_SIZE
-    draw = f"aformat=channel_layouts=mono,showwavespic=s={width}x{height}:colors={WAVEFORM_COLOUR}"
+    # sqrt scale: quiet passages stay visible; draw=full fills the columns.
+    draw = (
+        f"aformat=channel_layouts=mono,showwavespic=s={width}x{height}"
+        f":colors={WAVEFORM_COLOUR}:scale=sqrt:draw=full"
+    )
     command = _ffmpeg(path, sniffed, (), ("-filter_complex", draw, "-frames:v", "1", *_PNG_TO_PIPE))
     image = run_tool(command, timeout=timeout, what="ffmpeg (waveform)")
     if not image:
