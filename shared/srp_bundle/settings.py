@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -34,9 +34,12 @@ MAX_SOURCE_BYTES = "MAX_SOURCE_BYTES"
 MAX_MEDIA_SECONDS = "MAX_MEDIA_SECONDS"
 MEDIA_TIMEOUT_SECONDS = "MEDIA_TIMEOUT_SECONDS"
 RENDERED_DEADLINE_SECONDS = "RENDERED_DEADLINE_SECONDS"
+# Local development only: also accept http:// and loopback hosts in producer callback_urls.
+ALLOW_LOCAL_HTTP_CALLBACKS = "ALLOW_LOCAL_HTTP_CALLBACKS"
 
 DEFAULT_SRP_API_URL = "https://srp.snark.art"
 DEFAULT_TASKS_COLLECTION = "srp_tasks"
+MIN_WEBHOOK_SECRET_LENGTH = 16
 DEFAULT_DERIVATIVE_SPECS = "512:webp,256:webp,1024:png"
 # Every file SRP writes into a task's folder: render/<COLLECTION_NAME>/<TASK_UUID>/<file>
 # (render.png, render.mp4, scene.glb, ...), one level deep.
@@ -109,6 +112,7 @@ class Settings:
     # A request `rendered` this long without every output post-processed is re-driven
     # once by reconcile, then failed.
     rendered_deadline_seconds: int = 3600
+    allow_local_http_callbacks: bool = False
 
     def require(self, value: str | None, variable: str) -> str:
         """Return a value that the caller cannot work without, naming the variable if unset."""
@@ -184,9 +188,8 @@ def load_settings(
     renders_bucket_name = text(RENDERS_BUCKET)
     derivatives_bucket_name = text(DERIVATIVES_BUCKET)
 
-    webhook_secret = text(WEBHOOK_SECRET)
-    if webhook_secret is not None and len(webhook_secret) < 16:
-        raise ConfigurationError(f"{WEBHOOK_SECRET} must be at least 16 characters long")
+    webhook_secret = _secret(text, WEBHOOK_SECRET)
+    webhook_secret_previous = _secret(text, WEBHOOK_SECRET_PREVIOUS)
 
     return Settings(
         project_id=project_id,
@@ -194,7 +197,7 @@ def load_settings(
         srp_api_key=text(SRP_API_KEY),
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
-        webhook_secret_previous=text(WEBHOOK_SECRET_PREVIOUS),
+        webhook_secret_previous=webhook_secret_previous,
         tasks_collection=text(TASKS_COLLECTION) or DEFAULT_TASKS_COLLECTION,
         events_topic=events_topic,
         renders_bucket_name=renders_bucket_name,
@@ -212,7 +215,18 @@ def load_settings(
         max_media_seconds=_positive_int(env, MAX_MEDIA_SECONDS, 600),
         media_timeout_seconds=_positive_int(env, MEDIA_TIMEOUT_SECONDS, 120),
         rendered_deadline_seconds=_positive_int(env, RENDERED_DEADLINE_SECONDS, 3600),
+        allow_local_http_callbacks=_boolean(env, ALLOW_LOCAL_HTTP_CALLBACKS, False),
     )
+
+
+def _secret(text: Callable[[str], str | None], variable: str) -> str | None:
+    """An HMAC key: unset, or long enough that guessing it is hopeless."""
+    value = text(variable)
+    if value is not None and len(value) < MIN_WEBHOOK_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"{variable} must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters long"
+        )
+    return value
 
 
 def _render_path_pattern(value: str | None) -> re.Pattern[str]:
