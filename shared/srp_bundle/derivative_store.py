@@ -8,7 +8,8 @@ its generation:
 e.g. `derivatives/my-collection/6f1c.../render.png/g1712345678901234/512.webp`, or
 `.../render.mp4/g.../poster-512.webp` and `.../render.mp4/g.../preview-320.webp`
 (NAME is the size for a thumbnail, `<role>-<size>` otherwise; EXT is png, webp, jpg or
-avif; SOURCE_FILE is the file's name in the task folder, percent-encoded if it has to be).
+avif; SOURCE_FILE is the file's path inside the task folder as one percent-encoded
+segment, e.g. `frames%2Fstill.png`).
 A name therefore always means the same pixels of the same source, so:
 - each object is written with `if_generation_match=0`; when it already exists (412) a
   previous attempt wrote it, and its custom metadata is read back instead: a redelivered
@@ -72,7 +73,9 @@ def derivative_folder(collection_name: str, task_uuid: str) -> str:
 
 def source_folder(collection_name: str, task_uuid: str, source_object_name: str) -> str:
     """The folder of every derivative generation of one source file, ending with `/`."""
-    file_name = source_object_name.rstrip("/").rsplit("/", 1)[-1]
+    # The path inside the task's folder, one segment however deep: frames/a.png -> frames%2Fa.png
+    _, found, relative = source_object_name.partition(f"/{task_uuid}/")
+    file_name = relative if found else source_object_name.rsplit("/", 1)[-1]
     if file_name in ("", ".", ".."):
         raise ValueError(f"source file name {file_name!r} cannot be part of an object name")
     return f"{derivative_folder(collection_name, task_uuid)}{quote(file_name, safe='')}/"

@@ -42,9 +42,10 @@ DEFAULT_TASKS_COLLECTION = "srp_tasks"
 MIN_WEBHOOK_SECRET_LENGTH = 16
 DEFAULT_DERIVATIVE_SPECS = "512:webp,256:webp,1024:png"
 # Every file SRP writes into a task's folder: render/<COLLECTION_NAME>/<TASK_UUID>/<file>
-# (render.png, render.mp4, scene.glb, ...), one level deep.
+# (render.png, render.mp4, scene.glb, ...), directly or up to 4 subfolders deep, as the
+# callbacks' output_files may name them (render_paths.MAX_SUBFOLDERS).
 DEFAULT_RENDER_PATH_PATTERN = (
-    r"^render/(?P<collection_name>[^/]+)/(?P<task_id>[0-9A-Fa-f-]{36})/[^/]+$"
+    r"^render/(?P<collection_name>[^/]+)/(?P<task_id>[0-9A-Fa-f-]{36})/(?:[^/]+/){0,4}[^/]+$"
 )
 
 # What each deployed function cannot start without. Terraform's structural tests

@@ -480,8 +480,9 @@ def test_objects_that_are_not_renders_are_ignored(stack: Stack, case: str) -> No
         metadata = {"source_object": name, "source_generation": "1", "task_id": task_id}
         resource = upload(stack.renders, name, png, metadata=metadata)
     elif case == "other_file":
-        # One level below the task folder: not an output file of the task.
-        resource = upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/frames/0001.png", png)
+        # Five folders below the task folder: deeper than any output file SRP may name.
+        deep = "a/b/c/d/e/0001.png"
+        resource = upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/{deep}", png)
     else:
         other = stack.storage.create_bucket(f"other-{uuid.uuid4().hex[:10]}")
         resource = upload(other, name, png)
@@ -913,6 +914,22 @@ def test_several_outputs_complete_only_when_every_one_is_done(
     assert events.types(request_id).count("render.completed") == 1
     (completed,) = [data for kind, data in events.of(request_id) if kind == "render.completed"]
     assert len(completed["derivatives"]) == 7  # 3 thumbnails, 3 posters, 1 preview
+
+
+def test_an_output_file_in_a_subfolder_completes_the_request(stack: Stack) -> None:
+    request_id, task_id = new_task(stack)
+    name = file_name_of(task_id, "frames/still.png")
+    resource = upload(stack.renders, name, rgba_png(64, 64))
+
+    assert deliver(stack.function, resource).status_code == 200
+    srp_reports_done(stack, request_id, task_id, (name,))
+
+    stored = record(stack, request_id)
+    assert stored.state == State.COMPLETED
+    folder = f"{derivative_folder(task_id)}frames%2Fstill.png/g{resource['generation']}/"
+    assert sorted(d["path"] for d in stored.derivatives) == sorted(
+        f"{folder}{leaf}" for leaf in ("128.webp", "64.png", "512.jpg")
+    )
 
 
 # ---- media that can never be post-processed ----------------------------------------------------
