@@ -229,11 +229,15 @@ def animated_gif(frames: int, width: int = 96, height: int = 64) -> bytes:
     return bytes(strip.gifsave_buffer())
 
 
-def test_an_animated_gif_gives_its_first_frame_and_a_looping_preview() -> None:
-    gif = animated_gif(5, 640, 480)
+@pytest.mark.parametrize("container", ["gif", "webp"])
+def test_an_animation_gives_its_first_frame_and_a_looping_preview(container: str) -> None:
+    animation = animated_gif(5, 640, 480)
+    if container == "webp":
+        strip = pyvips.Image.new_from_buffer(animation, "", n=-1)
+        animation = bytes(strip.webpsave_buffer())
 
-    stills = make_derivatives(gif, DEFAULT_SPECS)
-    preview = make_animated_preview(gif)
+    stills = make_derivatives(animation, DEFAULT_SPECS)
+    preview = make_animated_preview(animation)
 
     assert (stills.source.width, stills.source.height) == (640, 480)
     assert preview is not None
