@@ -20,7 +20,7 @@ from typing import Any
 
 from srp_bundle.callback_auth import our_callback
 from srp_bundle.cloudevents import PubsubMessage
-from srp_bundle.errors import BundleError, InvalidMessageError, SrpConnectionError, SrpError
+from srp_bundle.errors import BundleError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import bind, get_logger, log_fields
 from srp_bundle.render_requests import RenderRequest, parse_render_request, request_id_hint
@@ -182,12 +182,13 @@ class Submitter:
                 callback_urls=list(callbacks),
                 priority=request.priority,
             )
-        except SrpConnectionError as error:
-            self._release(request.request_id, attempt, error, ambiguous=error.may_have_reached_srp)
-            raise
         except SrpError as error:
             if error.transient:
-                self._release(request.request_id, attempt, error, ambiguous=False)
+                # Only a 4xx (429) or a request never sent created nothing; a 5xx may come
+                # from a proxy after SRP created the task.
+                self._release(
+                    request.request_id, attempt, error, ambiguous=error.may_have_reached_srp
+                )
                 raise
             return self._fail_request(request, error.code, str(error))
 
