@@ -163,6 +163,10 @@ class Submitter:
             record.lease_owner = attempt
             record.lease_expires_at = now + timedelta(seconds=self.lease_seconds)
             record.submit_attempts += 1
+            # Intent, recorded before the POST: if its outcome is never recorded (the answer
+            # lost, or the write after it failed), the POST already counts as ambiguous.
+            record.ambiguous_submit_at = now
+            record.unconfirmed_submissions += 1
             log.append({"kind": "submit_attempt", "attempt": record.submit_attempts})
             return record, log
 
@@ -183,12 +187,10 @@ class Submitter:
                 priority=request.priority,
             )
         except SrpError as error:
+            # Only a 4xx (429 included) or a request never sent created nothing; a 5xx may
+            # come from a proxy after SRP created the task.
+            self._release(request.request_id, attempt, error, ambiguous=error.may_have_reached_srp)
             if error.transient:
-                # Only a 4xx (429) or a request never sent created nothing; a 5xx may come
-                # from a proxy after SRP created the task.
-                self._release(
-                    request.request_id, attempt, error, ambiguous=error.may_have_reached_srp
-                )
                 raise
             return self._fail_request(request, error.code, str(error))
 
@@ -202,7 +204,7 @@ class Submitter:
         return SubmissionResult(Outcome.SUBMITTED, transition.record)
 
     def _release(self, request_id: str, attempt: str, error: SrpError, *, ambiguous: bool) -> None:
-        """Give the lease back after a transient failure; remember a POST that may have landed."""
+        """Give the lease back after a failed POST; settle its intent if it created nothing."""
 
         def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
             if record is None or record.lease_owner != attempt or record.task_id is not None:
@@ -211,8 +213,10 @@ class Submitter:
             record.lease_expires_at = None
             record.last_error = {"code": error.code, "message": str(error)}
             if ambiguous:
-                record.ambiguous_submit_at = utc_now()
-                record.unconfirmed_submissions += 1
+                record.ambiguous_submit_at = utc_now()  # the wait starts now
+            else:
+                record.ambiguous_submit_at = None
+                record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
             return record, [
                 {"kind": "submit_interrupted", "ambiguous": ambiguous, **record.last_error}
             ]

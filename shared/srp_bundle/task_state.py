@@ -219,7 +219,7 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
     )
     transition = Transition(record=current)
     if isinstance(change, TaskSubmitted):
-        _attach_task(transition, change.task_id, change.status, now, from_callback=False)
+        _attach_task(transition, change.task_id, change.status, now)
     elif isinstance(change, SrpStatusReported):
         _apply_status(transition, change, now)
     elif isinstance(change, DerivativesReady):
@@ -231,13 +231,12 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
     return transition
 
 
-def _attach_task(
-    transition: Transition, task_id: str, status: str | None, now: datetime, *, from_callback: bool
-) -> bool:
+def _attach_task(transition: Transition, task_id: str, status: str | None, now: datetime) -> bool:
     """Attach SRP's task id; a second, different id is a duplicate SRP task. True if ours.
 
-    A task first named by SRP (a callback, a poll) rather than by our POST's answer, and any
-    duplicate, is the task of a POST whose answer was lost: one fewer unconfirmed submission.
+    Every POST counts in `unconfirmed_submissions` from before it is sent; each task SRP
+    names for the request (in our POST's answer, a callback or a poll; attached or a
+    duplicate) is one POST's outcome: one fewer unconfirmed submission.
     """
     record = transition.record
     if record.task_id == task_id:
@@ -252,8 +251,7 @@ def _attach_task(
             )
         return False
     record.task_id = task_id
-    if from_callback:
-        record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
+    record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
     record.lease_owner = None
     record.lease_expires_at = None
     record.ambiguous_submit_at = None
@@ -270,7 +268,7 @@ def _attach_task(
 
 def _apply_status(transition: Transition, change: SrpStatusReported, now: datetime) -> None:
     record = transition.record
-    if not _attach_task(transition, change.task_id, None, now, from_callback=True):
+    if not _attach_task(transition, change.task_id, None, now):
         return
     if record.is_terminal:
         return

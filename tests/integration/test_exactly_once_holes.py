@@ -7,15 +7,19 @@ HTTP fake of `scripted_srp`, which can create a task and then answer an error.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from google.api_core.exceptions import ServiceUnavailable
 from scripted_srp import ScriptedSrp
 
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import SrpRateLimitedError, SrpServerError
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import SubmissionDeferredError, Submitter
+from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
+from srp_bundle.task_store import TaskStore
 
 
 def message(body: dict[str, Any] | bytes, message_id: str = "m-1") -> PubsubMessage:
@@ -65,3 +69,81 @@ def test_a_429_created_nothing_and_the_redelivery_posts_at_once(pipeline, render
 
     assert result.record is not None and result.record.task_id in srp.tasks
     assert len(srp.tasks) == 1 and result.record.unconfirmed_submissions == 0
+
+
+# ---- hole 2: the POST succeeded, then the Firestore write failed ------------------------
+
+
+class StoreFailingOnce(TaskStore):
+    """The real store, except that recording SRP's answer fails once (before it commits)."""
+
+    def __init__(self, store: TaskStore) -> None:
+        super().__init__(store.client, store.collection_name)
+        self.failures = 1
+
+    def apply(self, request_id: str, change: Any, **options: Any) -> Any:
+        if isinstance(change, TaskSubmitted) and self.failures:
+            self.failures -= 1
+            raise ServiceUnavailable("simulated: the commit after the POST failed")
+        return super().apply(request_id, change, **options)
+
+
+def expire_lease(pipeline: Any, request_id: str) -> None:
+    """As if the lease's time had run out (the invocation died with it)."""
+
+    def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
+        assert record is not None
+        record.lease_expires_at = utc_now() - timedelta(seconds=1)
+        return record, []
+
+    pipeline.store.update(request_id, decide)
+
+
+def test_a_post_whose_answer_could_not_be_recorded_counts_as_ambiguous(
+    pipeline, render_request
+) -> None:
+    srp = ScriptedSrp()
+    settings = load_settings("submit_task", pipeline.env())
+    store = StoreFailingOnce(pipeline.store)
+    submitter = Submitter(settings, store, srp.client(), pipeline.events_publisher)
+    request = render_request()
+
+    with pytest.raises(ServiceUnavailable):
+        submitter.submit(message(request))
+    assert len(srp.tasks) == 1
+    record = pipeline.record(request["request_id"])
+    assert record.task_id is None
+    assert record.ambiguous_submit_at is not None and record.unconfirmed_submissions == 1
+
+    expire_lease(pipeline, request["request_id"])
+    with pytest.raises(SubmissionDeferredError):
+        submitter.submit(message(request))  # waits for SRP's callback instead of posting
+    assert len(srp.tasks) == 1
+
+    # SRP's callback (here: the same change a callback makes) attaches the task: settled.
+    (task_id,) = srp.tasks
+    pipeline.apply(request["request_id"], SrpStatusReported(task_id, "in_progress"))
+    record = pipeline.record(request["request_id"])
+    assert record.task_id == task_id and record.unconfirmed_submissions == 0
+
+
+def test_a_submitted_request_has_nothing_unconfirmed(pipeline, render_request) -> None:
+    srp = ScriptedSrp()
+    request = render_request()
+
+    result = submitter_for(pipeline, srp).submit(message(request))
+
+    assert result.record is not None and result.record.task_id in srp.tasks
+    assert result.record.unconfirmed_submissions == 0
+    assert result.record.ambiguous_submit_at is None
+
+
+def test_a_post_srp_refused_settles_its_intent(pipeline, render_request) -> None:
+    srp = ScriptedSrp()
+    srp.post_script = [422]
+    request = render_request()
+
+    result = submitter_for(pipeline, srp).submit(message(request))
+
+    assert result.record is not None and result.record.state == State.FAILED
+    assert result.record.unconfirmed_submissions == 0 and srp.tasks == {}

@@ -181,8 +181,8 @@ def test_unconfirmed_submissions_are_settled_by_the_task_srp_names() -> None:
     assert (record.duplicate_task_ids, record.unconfirmed_submissions) == ([other], 0)
 
 
-def test_a_task_named_by_our_post_answer_leaves_lost_posts_unconfirmed() -> None:
+def test_a_task_named_by_our_post_answer_settles_that_post_only() -> None:
     record = _record()
-    record.unconfirmed_submissions = 1
+    record.unconfirmed_submissions = 2  # an earlier lost POST, and this one's intent
     record = advance(record, TaskSubmitted(TASK, "new")).record
     assert record.unconfirmed_submissions == 1
