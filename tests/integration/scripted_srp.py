@@ -30,10 +30,12 @@ class ScriptedSrp:
 
     def task_json(self, task_id: str) -> dict[str, Any]:
         body = self.tasks[task_id]
+        options = body.get("render_options") or {}
         return {
             "id": task_id,
             "status": self.get_status.get(task_id, "created"),
             "collection": {"name": self.collection_name, "uid": body["collection_id"], "id": 1},
+            "options": {"callback_urls": options.get("callback_urls", [])},
             "jobs": None,
         }
 

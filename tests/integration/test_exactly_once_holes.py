@@ -10,16 +10,23 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from google.api_core.exceptions import ServiceUnavailable
 from scripted_srp import ScriptedSrp
 
+from srp_bundle.callback_auth import callback_token
+from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage
-from srp_bundle.errors import SrpRateLimitedError, SrpServerError
+from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import SubmissionDeferredError, Submitter
 from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
 from srp_bundle.task_store import TaskStore
+
+from conftest import WEBHOOK_SECRET
+
+TIMESTAMP = "2026-11-30T12:00:00.000Z"
 
 
 def message(body: dict[str, Any] | bytes, message_id: str = "m-1") -> PubsubMessage:
@@ -147,3 +154,82 @@ def test_a_post_srp_refused_settles_its_intent(pipeline, render_request) -> None
 
     assert result.record is not None and result.record.state == State.FAILED
     assert result.record.unconfirmed_submissions == 0 and srp.tasks == {}
+
+
+# ---- hole 9: a callback naming another request's task -----------------------------------
+
+
+def ingestor_for(pipeline: Any, srp: ScriptedSrp, **env: str) -> CallbackIngestor:
+    settings = load_settings("ingest_webhook", pipeline.env(**env))
+    client = srp.client()
+    return CallbackIngestor(settings, pipeline.store, lambda: client, pipeline.events_publisher)
+
+
+def call_back(ingestor: CallbackIngestor, request_id: str, status: str, task_id: str) -> Any:
+    body: dict[str, Any] = {"status": status, "task_id": task_id, "timestamp": TIMESTAMP}
+    if status == "done":
+        body["output_files"] = [f"render/sample/{task_id}/render.png"]
+    token = callback_token(WEBHOOK_SECRET, request_id)
+    return ingestor.ingest("POST", request_id, token, json.dumps(body).encode())
+
+
+def two_requests(pipeline: Any, render_request: Any, srp: ScriptedSrp) -> tuple[str, str, str, str]:
+    """Request A whose POST answer was lost (task A exists at SRP), request B submitted."""
+    submitter = submitter_for(pipeline, srp)
+    a, b = render_request(), render_request()
+    srp.post_script = [httpx.ReadTimeout]
+    with pytest.raises(SrpConnectionError):
+        submitter.submit(message(a))
+    (task_a,) = srp.tasks
+    result = submitter.submit(message(b))
+    assert result.record is not None and result.record.task_id is not None
+    return a["request_id"], task_a, b["request_id"], result.record.task_id
+
+
+def test_a_callback_naming_another_requests_task_never_attaches_it(
+    pipeline, render_request
+) -> None:
+    srp = ScriptedSrp()
+    request_a, task_a, _, task_b = two_requests(pipeline, render_request, srp)
+    ingestor = ingestor_for(pipeline, srp)
+    before = pipeline.record(request_a).to_document()
+
+    reply = call_back(ingestor, request_a, "in_progress", task_b)
+
+    assert reply.status_code == 200 and reply.body["changed"] is False
+    assert "not posted for request" in reply.body["ignored"]
+    after = pipeline.record(request_a).to_document()
+    assert after == before and after["task_id"] is None
+    # The request's own task, named by its callback, is attached.
+    assert call_back(ingestor, request_a, "in_progress", task_a).body["changed"] is True
+    assert pipeline.record(request_a).task_id == task_a
+
+
+def test_a_done_naming_another_requests_task_passes_no_confirmation(
+    pipeline, render_request
+) -> None:
+    srp = ScriptedSrp()
+    request_a, task_a, _, task_b = two_requests(pipeline, render_request, srp)
+    ingestor = ingestor_for(pipeline, srp)
+    call_back(ingestor, request_a, "in_progress", task_a)
+    srp.get_status[task_b] = "done"  # SRP really finished B's task
+    before = pipeline.record(request_a).to_document()
+
+    reply = call_back(ingestor, request_a, "done", task_b)
+
+    assert reply.status_code == 200 and reply.body["changed"] is False
+    after = pipeline.record(request_a).to_document()
+    assert after == before
+    assert after["state"] == "rendering" and after["duplicate_task_ids"] == []
+
+
+def test_confirmation_checks_the_collection_srp_returns(pipeline, render_request) -> None:
+    srp = ScriptedSrp()
+    _, _, request_b, task_b = two_requests(pipeline, render_request, srp)
+    srp.tasks[task_b]["collection_id"] = "00000000-0000-4000-8000-000000000000"
+    srp.get_status[task_b] = "done"
+
+    reply = call_back(ingestor_for(pipeline, srp), request_b, "done", task_b)
+
+    assert reply.body["changed"] is False and "renders collection" in reply.body["ignored"]
+    assert pipeline.record(request_b).state == State.SUBMITTED

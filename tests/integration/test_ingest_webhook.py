@@ -141,19 +141,18 @@ def test_a_forged_done_is_not_accepted_until_srp_confirms_it(pipeline, render_re
     assert pipeline.wait_for_state(request["request_id"], "rendered", "completed")
 
 
-def test_a_callback_for_another_task_is_recorded_as_a_duplicate(pipeline) -> None:
+def test_a_callback_for_a_task_srp_does_not_know_changes_nothing(pipeline) -> None:
     webhook = pipeline.function("ingest_webhook", **NO_CONFIRM)
     request_id, task_id = submitted_record(pipeline)
+    before = _snapshot(pipeline, request_id)
     other = str(uuid.uuid4())
 
     response = _post(pipeline, webhook, request_id, callback_body("done", other))
 
-    assert response.status_code == 200
-    record = pipeline.record(request_id)
-    assert record.task_id == task_id
-    assert record.duplicate_task_ids == [other]
-    assert record.state == State.SUBMITTED
-    assert record.output_files == []
+    # Only a task SRP confirms as this request's can become its task or a duplicate.
+    assert response.status_code == 422
+    assert _snapshot(pipeline, request_id) == before
+    assert pipeline.record(request_id).duplicate_task_ids == []
 
 
 def test_rotation_accepts_the_previous_secret(pipeline) -> None:
