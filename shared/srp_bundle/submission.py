@@ -28,6 +28,7 @@ from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.srp_models import callback_url_to_json, parse_callback_urls
 from srp_bundle.task_state import (
+    Clock,
     State,
     TaskFailed,
     TaskRecord,
@@ -79,16 +80,20 @@ class Submitter:
         store: TaskStore,
         srp: SrpClient,
         publisher: EventPublisher,
+        *,
+        clock: Clock = utc_now,
     ) -> None:
+        """`clock` is read whenever a time is needed: each lease from the time it is taken."""
         self.settings = settings
         self.store = store
         self.srp = srp
         self.publisher = publisher
+        self.clock = clock
         self.lease_seconds = int(settings.srp_timeout_seconds * 3) + 30
 
-    def submit(self, message: PubsubMessage, now: datetime | None = None) -> SubmissionResult:
+    def submit(self, message: PubsubMessage) -> SubmissionResult:
         """Handle one delivery; raise only for transient failures (the message is redelivered)."""
-        now = now or utc_now()
+        now = self.clock()
         try:
             request = parse_render_request(message.data, message.message_id)
         except InvalidMessageError as error:
@@ -96,16 +101,16 @@ class Submitter:
         with bind(request_id=request.request_id):
             attempt = uuid.uuid4().hex
             too_old = self._too_old(message, now)
-            claim = self._claim(request, attempt, now, expired=too_old is not None)
+            claim = self._claim(request, attempt, expired=too_old is not None)
             if claim.outcome is not None:
                 return SubmissionResult(claim.outcome, claim.record)
             if too_old is not None:
                 return self._fail_request(request, "request_expired", too_old)
             return self._post(request, attempt)
 
-    def resubmit(self, record: TaskRecord, now: datetime | None = None) -> SubmissionResult:
+    def resubmit(self, record: TaskRecord) -> SubmissionResult:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
-        now = now or utc_now()
+        now = self.clock()
         request = RenderRequest(
             request_id=record.request_id,
             collection_id=record.collection_id,
@@ -118,7 +123,7 @@ class Submitter:
         age = (now - record.created_at).total_seconds()
         expired = age > self.settings.max_request_age_seconds
         attempt = uuid.uuid4().hex
-        claim = self._claim(request, attempt, now, expired=expired)
+        claim = self._claim(request, attempt, expired=expired)
         if claim.outcome is not None:
             return SubmissionResult(claim.outcome, claim.record)
         if expired:
@@ -128,14 +133,13 @@ class Submitter:
 
     # ---- steps ------------------------------------------------------------------------
 
-    def _claim(
-        self, request: RenderRequest, attempt: str, now: datetime, *, expired: bool
-    ) -> _Claim:
+    def _claim(self, request: RenderRequest, attempt: str, *, expired: bool) -> _Claim:
         """Create the record or take its lease; say why not when this delivery must not POST."""
         verdict: dict[str, Any] = {}
 
         def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
             verdict.clear()
+            now = self.clock()  # the lease runs from when it is taken (retries included)
             if record is not None and record.task_id is None and not record.is_terminal and expired:
                 return None, []  # the caller records the expiry
             if record is None:
@@ -213,7 +217,7 @@ class Submitter:
             record.lease_expires_at = None
             record.last_error = {"code": error.code, "message": str(error)}
             if ambiguous:
-                record.ambiguous_submit_at = utc_now()  # the wait starts now
+                record.ambiguous_submit_at = self.clock()  # the wait starts now
             else:
                 record.ambiguous_submit_at = None
                 record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -87,6 +88,11 @@ def is_terminal_status(status: str) -> bool:
 def utc_now() -> datetime:
     """Timezone-aware now (every timestamp here is UTC)."""
     return datetime.now(UTC)
+
+
+# What use cases read the time from; production passes `utc_now`, tests and the simulator
+# their own.
+Clock = Callable[[], datetime]
 
 
 @dataclass

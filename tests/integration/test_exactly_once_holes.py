@@ -7,7 +7,7 @@ HTTP fake of `scripted_srp`, which can create a task and then answer an error.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
+from srp_bundle.reconciliation import Reconciler
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import SubmissionDeferredError, Submitter
 from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
@@ -233,3 +234,63 @@ def test_confirmation_checks_the_collection_srp_returns(pipeline, render_request
 
     assert reply.body["changed"] is False and "renders collection" in reply.body["ignored"]
     assert pipeline.record(request_b).state == State.SUBMITTED
+
+
+# ---- hole 3: every lease runs from the time it is taken --------------------------------
+
+
+class StepClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def stuck_record(pipeline: Any, request: dict[str, Any]) -> None:
+    """A record as a submit_task instance that died after creating it leaves it."""
+    pipeline.store.create(
+        TaskRecord(
+            request_id=request["request_id"],
+            collection_id=request["collection_id"],
+            input_data=request["input_data"],
+        )
+    )
+
+
+def test_a_long_reconcile_run_never_hands_out_a_lease_that_already_expired(
+    pipeline, render_request
+) -> None:
+    clock = StepClock(utc_now() + timedelta(hours=1))  # every record is stale by then
+    srp = ScriptedSrp()
+    requests = [render_request() for _ in range(3)]
+    for request in requests:
+        stuck_record(pipeline, request)
+    ids = {request["request_id"] for request in requests}
+    expired_leases: list[str] = []
+
+    def slow_post() -> None:
+        # At the moment of each POST, the lease of the record being posted must be live.
+        for request_id in ids:
+            record = pipeline.record(request_id)
+            if record.lease_owner is not None and record.task_id is None:
+                assert record.lease_expires_at is not None
+                if record.lease_expires_at <= clock():
+                    expired_leases.append(request_id)
+        clock.now += timedelta(seconds=100)  # each POST takes longer than a lease
+
+    srp.before_post = slow_post
+    settings = load_settings("reconcile_tasks", pipeline.env())
+    client = srp.client()
+    submitter = Submitter(settings, pipeline.store, client, pipeline.events_publisher, clock=clock)
+    reconciler = Reconciler(
+        settings, pipeline.store, client, pipeline.events_publisher, submitter, clock=clock
+    )
+
+    counts = reconciler.run()
+
+    assert counts["resubmitted"] >= len(requests)
+    assert expired_leases == []
+    assert all(pipeline.record(request_id).task_id in srp.tasks for request_id in ids)

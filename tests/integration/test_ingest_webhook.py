@@ -143,7 +143,7 @@ def test_a_forged_done_is_not_accepted_until_srp_confirms_it(pipeline, render_re
 
 def test_a_callback_for_a_task_srp_does_not_know_changes_nothing(pipeline) -> None:
     webhook = pipeline.function("ingest_webhook", **NO_CONFIRM)
-    request_id, task_id = submitted_record(pipeline)
+    request_id, _ = submitted_record(pipeline)
     before = _snapshot(pipeline, request_id)
     other = str(uuid.uuid4())
 
