@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -50,13 +51,22 @@ def check_request_id(value: object, where: str = "request_id") -> str:
     return value
 
 
+def requested_id(data: bytes) -> str | None:
+    """The valid request id a (possibly invalid) message names, or None."""
+    try:
+        return check_request_id(json.loads(data).get("request_id"))
+    except (ValueError, AttributeError, InvalidMessageError):
+        return None
+
+
 def request_id_hint(data: bytes, message_id: str) -> str:
     """The request id a (possibly invalid) message asks for, else the message id."""
-    try:
-        candidate = json.loads(data).get("request_id")
-        return check_request_id(candidate)
-    except (ValueError, AttributeError, InvalidMessageError):
-        return message_id
+    return requested_id(data) or message_id
+
+
+def message_digest(data: bytes) -> str:
+    """What identifies a message's content across Pub/Sub re-sends (sha256 of its data)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_render_request(data: bytes, message_id: str) -> RenderRequest:

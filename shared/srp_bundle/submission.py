@@ -23,7 +23,12 @@ from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import bind, get_logger, log_fields
-from srp_bundle.render_requests import RenderRequest, parse_render_request, request_id_hint
+from srp_bundle.render_requests import (
+    RenderRequest,
+    message_digest,
+    parse_render_request,
+    request_id_hint,
+)
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.srp_models import callback_url_to_json, parse_callback_urls
@@ -101,7 +106,9 @@ class Submitter:
         with bind(request_id=request.request_id):
             attempt = uuid.uuid4().hex
             too_old = self._too_old(message, now)
-            claim = self._claim(request, attempt, expired=too_old is not None)
+            claim = self._claim(
+                request, attempt, expired=too_old is not None, digest=message_digest(message.data)
+            )
             if claim.outcome is not None:
                 return SubmissionResult(claim.outcome, claim.record)
             if too_old is not None:
@@ -133,7 +140,9 @@ class Submitter:
 
     # ---- steps ------------------------------------------------------------------------
 
-    def _claim(self, request: RenderRequest, attempt: str, *, expired: bool) -> _Claim:
+    def _claim(
+        self, request: RenderRequest, attempt: str, *, expired: bool, digest: str | None = None
+    ) -> _Claim:
         """Create the record or take its lease; say why not when this delivery must not POST."""
         verdict: dict[str, Any] = {}
 
@@ -143,7 +152,7 @@ class Submitter:
             if record is not None and record.task_id is None and not record.is_terminal and expired:
                 return None, []  # the caller records the expiry
             if record is None:
-                record = _new_record(request, now)
+                record = _new_record(request, now, digest)
                 log: list[dict[str, Any]] = [{"kind": "received", "request": _request_log(request)}]
             elif record.task_id is not None:
                 verdict["outcome"] = Outcome.ALREADY_SUBMITTED
@@ -243,7 +252,8 @@ class Submitter:
             extra=log_fields(request_id=request_id, message_id=message.message_id),
         )
         stub = RenderRequest(request_id=request_id, collection_id="", input_data={})
-        transition = advance(_new_record(stub, now), TaskFailed(error.code, str(error)), now)
+        record = _new_record(stub, now, message_digest(message.data))
+        transition = advance(record, TaskFailed(error.code, str(error)), now)
         log = [{"kind": "invalid_message", "message_id": message.message_id}, *transition.log]
         if not self.store.create(transition.record, log, transition.events):
             logger.warning(
@@ -279,8 +289,9 @@ class Submitter:
         )
 
 
-def _new_record(request: RenderRequest, now: datetime) -> TaskRecord:
+def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> TaskRecord:
     return TaskRecord(
+        message_digest=digest,
         request_id=request.request_id,
         collection_id=request.collection_id,
         state=State.RECEIVED,

@@ -128,6 +128,9 @@ class TaskRecord:
     unconfirmed_submissions: int = 0
     # The latest transient failure, kept so a dead-lettered request can say why it gave up.
     last_error: dict[str, str] | None = None
+    # sha256 of the Pub/Sub message data that created the record: a dead-lettered copy of
+    # a message without request_id comes with a new message id and finds its record by this.
+    message_digest: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -199,7 +202,15 @@ class TaskFailed:
     message: str
 
 
-Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed
+@dataclass(frozen=True)
+class DeadLettered:
+    """Pub/Sub gave up delivering the request: fail it, unless SRP already has its task."""
+
+    attempts: str
+    source: str
+
+
+Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed | DeadLettered
 
 
 @dataclass
@@ -230,6 +241,8 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
         _apply_status(transition, change, now)
     elif isinstance(change, DerivativesReady):
         _apply_derivatives(transition, change, now)
+    elif isinstance(change, DeadLettered):
+        _apply_dead_letter(transition, change, now)
     else:
         _fail(transition, change.code, change.message, now)
     if transition.changed:
@@ -320,6 +333,18 @@ def _apply_derivatives(transition: Transition, change: DerivativesReady, now: da
     )
     if record.state == State.RENDERED:
         _move(transition, State.COMPLETED, now)
+
+
+def _apply_dead_letter(transition: Transition, change: DeadLettered, now: datetime) -> None:
+    record = transition.record
+    if record.task_id is not None or record.is_terminal:
+        # SRP has the task (its callbacks finish the request), or the request is final.
+        transition.log.append(_log_entry("dead_letter_ignored", now, state=str(record.state)))
+        return
+    reason = f"gave up after {change.attempts} delivery attempts from {change.source}"
+    if record.last_error and record.last_error.get("message"):
+        reason += f"; last error: {record.last_error['message']}"
+    _fail(transition, "dead_lettered", reason, now)
 
 
 def _fail(transition: Transition, code: str, message: str, now: datetime) -> None:

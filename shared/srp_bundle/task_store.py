@@ -112,6 +112,11 @@ class TaskStore:
             return TaskRecord.from_document(snapshot.to_dict())
         return None
 
+    def find_by_message_digest(self, digest: str) -> list[TaskRecord]:
+        """Records created by a Pub/Sub message with this data digest (usually one)."""
+        query = self.records.where(filter=FieldFilter("message_digest", "==", digest)).limit(20)
+        return [TaskRecord.from_document(snapshot.to_dict()) for snapshot in query.stream()]
+
     def event_log(self, request_id: str) -> list[dict[str, Any]]:
         """The record's event log, oldest first."""
         entries = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION).stream()
@@ -196,9 +201,11 @@ class TaskStore:
         change: Change,
         *,
         received: dict[str, Any] | None = None,
+        create: TaskRecord | None = None,
     ) -> Transition:
         """Apply a change to a record in one transaction; `received` is logged verbatim.
 
+        Without a record, the change applies to `create` (or RecordNotFoundError is raised).
         When the change attaches a task id for the first time, post-processing results
         already stored for that task are applied in the same transaction.
         """
@@ -207,9 +214,12 @@ class TaskStore:
         @firestore.transactional
         def apply_in(transaction: firestore.Transaction) -> Transition:
             snapshot = reference.get(transaction=transaction)
-            if not snapshot.exists:
+            if snapshot.exists:
+                record = TaskRecord.from_document(snapshot.to_dict())
+            elif create is not None:
+                record = create
+            else:
                 raise RecordNotFoundError(request_id)
-            record = TaskRecord.from_document(snapshot.to_dict())
             transition = advance(record, change)
             if transition.attached_task_id is not None:
                 pending = self.renders.document(transition.attached_task_id).get(

@@ -18,6 +18,7 @@ from scripted_srp import ScriptedSrp
 from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage
+from srp_bundle.dead_letters import record_dead_letter
 from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
 from srp_bundle.reconciliation import Reconciler
 from srp_bundle.settings import load_settings
@@ -294,3 +295,91 @@ def test_a_long_reconcile_run_never_hands_out_a_lease_that_already_expired(
     assert counts["resubmitted"] >= len(requests)
     assert expired_leases == []
     assert all(pipeline.record(request_id).task_id in srp.tasks for request_id in ids)
+
+
+# ---- holes 4 and 5: dead letters ------------------------------------------------------
+
+
+DEAD_LETTER_ATTRIBUTES = {"CloudPubSubDeadLetterSourceDeliveryCount": "5"}
+
+
+class StoreAttachingFirst(TaskStore):
+    """The real store; SRP's callback attaches the task just before the next change commits."""
+
+    def __init__(self, store: TaskStore, task_id: str) -> None:
+        super().__init__(store.client, store.collection_name)
+        self.task_id: str | None = task_id
+
+    def apply(self, request_id: str, change: Any, **options: Any) -> Any:
+        if self.task_id is not None:
+            task_id, self.task_id = self.task_id, None
+            super().apply(request_id, SrpStatusReported(task_id, "in_progress"))
+        return super().apply(request_id, change, **options)
+
+
+def test_a_dead_letter_never_fails_a_task_attached_before_its_commit(
+    pipeline, render_request
+) -> None:
+    srp = ScriptedSrp()
+    srp.post_script = [503]
+    request = render_request()
+    with pytest.raises(SrpServerError):
+        submitter_for(pipeline, srp).submit(message(request))
+    (task_id,) = srp.tasks  # SRP created it; its callback is on the way
+    store = StoreAttachingFirst(pipeline.store, task_id)
+
+    record = record_dead_letter(
+        store,
+        pipeline.events_publisher,
+        PubsubMessage("dl-1", json.dumps(request).encode(), DEAD_LETTER_ATTRIBUTES),
+    )
+
+    assert record is not None and record.task_id == task_id
+    assert pipeline.record(request["request_id"]).state == State.RENDERING
+
+
+def test_a_dead_letter_without_request_id_fails_the_original_record_and_creates_none(
+    pipeline, render_request
+) -> None:
+    srp = ScriptedSrp()
+    srp.post_script = [503]
+    body = render_request()
+    body["input_data"]["nonce"] = body.pop("request_id")  # a body no other test sends
+    data = json.dumps(body).encode()
+    original = f"orig-{pipeline.tasks_collection}"
+    with pytest.raises(SrpServerError):
+        submitter_for(pipeline, srp).submit(message(data, message_id=original))
+
+    # Pub/Sub forwards the message to the dead-letter topic under a new message id.
+    forwarded = f"dl-{pipeline.tasks_collection}"
+    record = record_dead_letter(
+        pipeline.store,
+        pipeline.events_publisher,
+        PubsubMessage(forwarded, data, DEAD_LETTER_ATTRIBUTES),
+    )
+
+    assert record is not None and record.request_id == original
+    failed = pipeline.record(original)
+    assert failed.state == State.FAILED and failed.error["code"] == "dead_lettered"
+    assert "5 delivery attempts" in failed.error["message"]
+    assert pipeline.store.get(forwarded) is None
+
+
+def test_a_dead_letter_of_a_message_never_recorded_creates_one_failed_record(
+    pipeline, render_request
+) -> None:
+    body = render_request()
+    body["input_data"]["nonce"] = body.pop("request_id")
+    forwarded = f"dl-new-{pipeline.tasks_collection}"
+    data = json.dumps(body).encode()
+
+    for _ in range(2):  # a redelivered dead letter changes nothing more
+        record_dead_letter(
+            pipeline.store,
+            pipeline.events_publisher,
+            PubsubMessage(forwarded, data, DEAD_LETTER_ATTRIBUTES),
+        )
+
+    record = pipeline.record(forwarded)
+    assert record.state == State.FAILED and record.error["code"] == "dead_lettered"
+    assert pipeline.events.wait_for(forwarded, "task.failed") == ["task.failed"]

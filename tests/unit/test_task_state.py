@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from srp_bundle.task_state import (
+    DeadLettered,
     DerivativesReady,
     SrpStatusReported,
     State,
@@ -186,3 +187,17 @@ def test_a_task_named_by_our_post_answer_settles_that_post_only() -> None:
     record.unconfirmed_submissions = 2  # an earlier lost POST, and this one's intent
     record = advance(record, TaskSubmitted(TASK, "new")).record
     assert record.unconfirmed_submissions == 1
+
+
+def test_a_dead_letter_fails_only_a_request_srp_has_no_task_for() -> None:
+    stuck = _record()
+    stuck.last_error = {"code": "srp_server", "message": "SRP answered 503"}
+    failed = advance(stuck, DeadLettered("5", "projects/p/subscriptions/s")).record
+    assert failed.state == State.FAILED and failed.error is not None
+    assert failed.error["code"] == "dead_lettered"
+    assert "5 delivery attempts" in failed.error["message"]
+    assert "SRP answered 503" in failed.error["message"]
+
+    attached = advance(_record(), TaskSubmitted(TASK, "new")).record
+    transition = advance(attached, DeadLettered("5", "s"))
+    assert not transition.changed and transition.record.state == State.SUBMITTED
