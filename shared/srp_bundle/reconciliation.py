@@ -83,6 +83,12 @@ class Reconciler:
                         error,
                         extra=log_fields(request_id=record.request_id),
                     )
+                except Exception:
+                    # One bad record never stops the run: the others still get their turn.
+                    counts["errors"] += 1
+                    logger.exception(
+                        "could not reconcile", extra=log_fields(request_id=record.request_id)
+                    )
             if len(page) < PAGE_SIZE or not page:
                 break
             budget -= len(page)

@@ -76,9 +76,14 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
             f"message is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed"
         )
     try:
-        body = json.loads(data)
+        body = json.loads(data, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as error:
         raise InvalidMessageError(f"message data is not JSON: {error}") from None
+    try:
+        # Lone surrogates (a "\ud800" escape) decode, but can never be sent or stored.
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as error:
+        raise InvalidMessageError(f"message data has text that is not Unicode: {error}") from None
     if not isinstance(body, dict):
         raise InvalidMessageError(f"message data must be a JSON object, got {type(body).__name__}")
     unknown = sorted(set(body) - _KNOWN_KEYS)
@@ -118,3 +123,8 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
         metadata=metadata,
         retry_of=None if retry_of is None else check_request_id(retry_of, "retry_of"),
     )
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python reads NaN and Infinity, which JSON (and so SRP) does not have.
+    raise InvalidMessageError(f"message data is not JSON: {name} is not a JSON number")

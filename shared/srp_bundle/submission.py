@@ -112,21 +112,17 @@ class Submitter:
             if claim.outcome is not None:
                 return SubmissionResult(claim.outcome, claim.record)
             if too_old is not None:
-                return self._fail_request(request, "request_expired", too_old)
+                return self._fail_request(request.request_id, "request_expired", too_old)
             return self._post(request, attempt)
 
     def resubmit(self, record: TaskRecord) -> SubmissionResult:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
         now = self.clock()
-        request = RenderRequest(
-            request_id=record.request_id,
-            collection_id=record.collection_id,
-            input_data=record.input_data,
-            priority=record.priority,
-            callback_urls=parse_callback_urls(record.callback_urls),
-            metadata=record.metadata,
-            retry_of=record.retry_of,
-        )
+        try:
+            request = _stored_request(record)
+        except InvalidMessageError as error:
+            reason = f"the stored request can never be sent: {error}"
+            return self._fail_request(record.request_id, error.code, reason)
         age = (now - record.created_at).total_seconds()
         expired = age > self.settings.max_request_age_seconds
         attempt = uuid.uuid4().hex
@@ -135,7 +131,7 @@ class Submitter:
             return SubmissionResult(claim.outcome, claim.record)
         if expired:
             reason = f"never submitted within MAX_REQUEST_AGE_SECONDS ({age:.0f}s old)"
-            return self._fail_request(request, "request_expired", reason)
+            return self._fail_request(request.request_id, "request_expired", reason)
         return self._post(request, attempt)
 
     # ---- steps ------------------------------------------------------------------------
@@ -205,7 +201,13 @@ class Submitter:
             self._release(request.request_id, attempt, error, ambiguous=error.may_have_reached_srp)
             if error.transient:
                 raise
-            return self._fail_request(request, error.code, str(error))
+            return self._fail_request(request.request_id, error.code, str(error))
+        except InvalidMessageError as error:
+            # Refused before sending (the body cannot be encoded): it never will be.
+            self._release(request.request_id, attempt, error, ambiguous=False)
+            return self._fail_request(
+                request.request_id, error.code, f"the request cannot be sent: {error}"
+            )
 
         transition = self.store.apply(
             request.request_id,
@@ -216,7 +218,9 @@ class Submitter:
         logger.info("submitted to SRP", extra=log_fields(task_id=task.id, srp_status=task.status))
         return SubmissionResult(Outcome.SUBMITTED, transition.record)
 
-    def _release(self, request_id: str, attempt: str, error: SrpError, *, ambiguous: bool) -> None:
+    def _release(
+        self, request_id: str, attempt: str, error: BundleError, *, ambiguous: bool
+    ) -> None:
         """Give the lease back after a failed POST; settle its intent if it created nothing."""
 
         def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
@@ -264,16 +268,16 @@ class Submitter:
         publish_transition(self.store, self.publisher, request_id, transition.events)
         return SubmissionResult(Outcome.FAILED, transition.record)
 
-    def _fail_request(self, request: RenderRequest, code: str, reason: str) -> SubmissionResult:
+    def _fail_request(self, request_id: str, code: str, reason: str) -> SubmissionResult:
         """Mark a claimed request failed and publish task.failed."""
-        transition = self.store.apply(request.request_id, TaskFailed(code, reason))
+        transition = self.store.apply(request_id, TaskFailed(code, reason))
         if not transition.changed:
             return SubmissionResult(Outcome.ALREADY_FINAL, transition.record)
-        publish_transition(self.store, self.publisher, request.request_id, transition.events)
+        publish_transition(self.store, self.publisher, request_id, transition.events)
         logger.warning(
             "render request failed: %s",
             reason,
-            extra=log_fields(request_id=request.request_id, error_code=code),
+            extra=log_fields(request_id=request_id, error_code=code),
         )
         return SubmissionResult(Outcome.FAILED, transition.record)
 
@@ -287,6 +291,19 @@ class Submitter:
             f"request was published {age:.0f}s ago, more than MAX_REQUEST_AGE_SECONDS="
             f"{self.settings.max_request_age_seconds}; it stopped retrying"
         )
+
+
+def _stored_request(record: TaskRecord) -> RenderRequest:
+    """The render request a record was created from."""
+    return RenderRequest(
+        request_id=record.request_id,
+        collection_id=record.collection_id,
+        input_data=record.input_data,
+        priority=record.priority,
+        callback_urls=parse_callback_urls(record.callback_urls),
+        metadata=record.metadata,
+        retry_of=record.retry_of,
+    )
 
 
 def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> TaskRecord:

@@ -250,13 +250,14 @@ class StepClock:
         return self.now
 
 
-def stuck_record(pipeline: Any, request: dict[str, Any]) -> None:
+def stuck_record(pipeline: Any, request: dict[str, Any], **fields: Any) -> None:
     """A record as a submit_task instance that died after creating it leaves it."""
     pipeline.store.create(
         TaskRecord(
             request_id=request["request_id"],
             collection_id=request["collection_id"],
             input_data=request["input_data"],
+            **fields,
         )
     )
 
@@ -383,3 +384,49 @@ def test_a_dead_letter_of_a_message_never_recorded_creates_one_failed_record(
     record = pipeline.record(forwarded)
     assert record.state == State.FAILED and record.error["code"] == "dead_lettered"
     assert pipeline.events.wait_for(forwarded, "task.failed") == ["task.failed"]
+
+
+# ---- hole 6: what can never be sent is refused once -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("literal", "reason"),
+    [("NaN", "NaN"), ("-Infinity", "Infinity"), ('"\\ud800"', "not Unicode")],
+    ids=["nan", "infinity", "lone-surrogate"],
+)
+def test_input_that_can_never_be_sent_is_failed_once_and_acknowledged(
+    pipeline, render_request, literal: str, reason: str
+) -> None:
+    srp = ScriptedSrp()
+    request = render_request()
+    data = json.dumps(request).replace('"RareFlare3.png"', literal, 1).encode()
+
+    result = submitter_for(pipeline, srp).submit(message(data))  # returns: acknowledged
+
+    assert result.record is not None and result.record.state == State.FAILED
+    assert result.record.error["code"] == "invalid_message"
+    assert reason in result.record.error["message"]
+    assert srp.raw_posts == []
+    assert pipeline.events.wait_for(request["request_id"], "task.failed") == ["task.failed"]
+
+
+def test_reconcile_fails_a_record_that_can_never_be_sent_and_goes_on(
+    pipeline, render_request
+) -> None:
+    clock = StepClock(utc_now() + timedelta(hours=1))
+    srp = ScriptedSrp()
+    bad, good = render_request(), render_request()
+    stuck_record(pipeline, bad, callback_urls=[12345])  # stored before validation existed
+    stuck_record(pipeline, good)
+    settings = load_settings("reconcile_tasks", pipeline.env())
+    client = srp.client()
+    submitter = Submitter(settings, pipeline.store, client, pipeline.events_publisher, clock=clock)
+    reconciler = Reconciler(
+        settings, pipeline.store, client, pipeline.events_publisher, submitter, clock=clock
+    )
+
+    reconciler.run()
+
+    failed = pipeline.record(bad["request_id"])
+    assert failed.state == State.FAILED and "can never be sent" in failed.error["message"]
+    assert pipeline.record(good["request_id"]).task_id in srp.tasks
