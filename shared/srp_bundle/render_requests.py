@@ -29,15 +29,26 @@ _KNOWN_KEYS = {
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """One render request: what to render, and how to find it again."""
+    """One render request: what to render, and how to find it again.
+
+    `input_data_json` is the producer's `input_data` text exactly as published: SRP gets
+    those bytes, and the record keeps them as a string (Firestore stores any string, but
+    not every JSON object as a map: arrays in arrays, `__x__` keys, deep nesting).
+    """
 
     request_id: str
     collection_id: str
-    input_data: dict[str, Any]
+    input_data_json: str = "{}"
     priority: int | None = None
     callback_urls: tuple[CallbackUrl, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     retry_of: str | None = None
+
+    @property
+    def input_data(self) -> dict[str, Any]:
+        """`input_data` as a Python object."""
+        value: dict[str, Any] = json.loads(self.input_data_json)
+        return value
 
 
 def check_request_id(value: object, where: str = "request_id") -> str:
@@ -76,16 +87,18 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
             f"message is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed"
         )
     try:
-        body = json.loads(data, parse_constant=_refuse_constant)
+        text = data.decode(json.detect_encoding(data))
+        body = json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as error:
         raise InvalidMessageError(f"message data is not JSON: {error}") from None
-    try:
-        # Lone surrogates (a "\ud800" escape) decode, but can never be sent or stored.
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError as error:
-        raise InvalidMessageError(f"message data has text that is not Unicode: {error}") from None
     if not isinstance(body, dict):
         raise InvalidMessageError(f"message data must be a JSON object, got {type(body).__name__}")
+    try:
+        # Lone surrogates (a "\ud800" escape) decode, but can never be stored; input_data
+        # is kept and sent as text, escapes included.
+        json.dumps({**body, "input_data": None}, ensure_ascii=False).encode()
+    except UnicodeEncodeError as error:
+        raise InvalidMessageError(f"message data has text that is not Unicode: {error}") from None
     unknown = sorted(set(body) - _KNOWN_KEYS)
     if unknown:
         raise InvalidMessageError(f"unknown field(s): {', '.join(unknown)}")
@@ -110,6 +123,9 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise InvalidMessageError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+    # Kept on the record as Firestore maps: refused once here rather than on every commit.
+    check_storable(metadata, "metadata")
+    check_storable(body.get("callback_urls"), "callback_urls")
     callback_urls = parse_callback_urls(body.get("callback_urls"))
     if len(callback_urls) > MAX_CALLBACK_URLS:
         raise InvalidMessageError(f"at most {MAX_CALLBACK_URLS} callback_urls are allowed")
@@ -117,7 +133,7 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
     return RenderRequest(
         request_id=check_request_id(body["request_id"]) if "request_id" in body else message_id,
         collection_id=collection_id,
-        input_data=input_data,
+        input_data_json=_raw_member(text.lstrip("\ufeff"), "input_data"),
         priority=priority,
         callback_urls=callback_urls,
         metadata=metadata,
@@ -128,3 +144,48 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
 def _refuse_constant(name: str) -> Any:
     # Python reads NaN and Infinity, which JSON (and so SRP) does not have.
     raise InvalidMessageError(f"message data is not JSON: {name} is not a JSON number")
+
+
+_RESERVED_FIELD = re.compile(r"^__.*__$")
+MAX_MAP_DEPTH = 20
+
+
+def _raw_member(text: str, key: str) -> str:
+    """The exact text of `key`'s value in the JSON object `text` (already known valid)."""
+    decoder = json.JSONDecoder()
+    found = ""
+    index = _skip_whitespace(text, text.index("{") + 1)
+    while text[index] != "}":
+        name, index = decoder.raw_decode(text, index)
+        start = _skip_whitespace(text, _skip_whitespace(text, index) + 1)  # past the ":"
+        _, index = decoder.raw_decode(text, start)
+        if name == key:
+            found = text[start:index]  # the last one wins, as in json.loads
+        index = _skip_whitespace(text, index)
+        if text[index] == ",":
+            index = _skip_whitespace(text, index + 1)
+    return found
+
+
+def _skip_whitespace(text: str, index: int) -> int:
+    while text[index] in " \t\n\r":
+        index += 1
+    return index
+
+
+def check_storable(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what Firestore refuses in a map: arrays in arrays, `__x__` names, deep maps."""
+    if isinstance(value, dict):
+        if depth >= MAX_MAP_DEPTH:
+            raise InvalidMessageError(f"{where} nests maps deeper than {MAX_MAP_DEPTH} levels")
+        for name, item in value.items():
+            if not name or _RESERVED_FIELD.match(name):
+                raise InvalidMessageError(
+                    f"{where} has a field name Firestore refuses: {name!r:.60}"
+                )
+            check_storable(item, f"{where}.{name}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, list):
+                raise InvalidMessageError(f"{where}[{index}] is an array inside an array")
+            check_storable(item, f"{where}[{index}]", depth)

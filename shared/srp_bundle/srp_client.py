@@ -67,9 +67,11 @@ from srp_bundle.settings import DEFAULT_SRP_API_URL, SRP_API_KEY, Settings
 from srp_bundle.srp_models import (
     CallbackTarget,
     CallbackUrl,
+    RawJson,
     SrpCallback,
     SrpTask,
     SubmitRequest,
+    encode_json,
     parse_callback,
     parse_callback_urls,
     parse_task,
@@ -79,6 +81,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "CallbackTarget",
     "CallbackUrl",
+    "RawJson",
     "RetryPolicy",
     "SrpCallback",
     "SrpClient",
@@ -221,7 +224,7 @@ class SrpClient:
     def submit_task(
         self,
         collection_id: str,
-        input_data: dict[str, Any],
+        input_data: dict[str, Any] | RawJson,
         *,
         callback_urls: Sequence[CallbackUrl] = (),
         priority: int | None = None,
@@ -356,7 +359,7 @@ class SrpClient:
 
 def _encode_json(body: dict[str, Any]) -> bytes:
     try:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return encode_json(body)
     except (TypeError, ValueError) as exc:
         raise InvalidMessageError(f"the task cannot be sent as JSON: {exc}") from None
 

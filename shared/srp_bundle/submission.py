@@ -31,7 +31,7 @@ from srp_bundle.render_requests import (
 )
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
-from srp_bundle.srp_models import callback_url_to_json, parse_callback_urls
+from srp_bundle.srp_models import RawJson, callback_url_to_json, parse_callback_urls
 from srp_bundle.task_state import (
     Clock,
     State,
@@ -191,7 +191,7 @@ class Submitter:
         try:
             task = self.srp.submit_task(
                 request.collection_id,
-                request.input_data,
+                RawJson(request.input_data_json),  # byte for byte what the producer sent
                 callback_urls=list(callbacks),
                 priority=request.priority,
             )
@@ -255,7 +255,7 @@ class Submitter:
             error,
             extra=log_fields(request_id=request_id, message_id=message.message_id),
         )
-        stub = RenderRequest(request_id=request_id, collection_id="", input_data={})
+        stub = RenderRequest(request_id=request_id, collection_id="")
         record = _new_record(stub, now, message_digest(message.data))
         transition = advance(record, TaskFailed(error.code, str(error)), now)
         log = [{"kind": "invalid_message", "message_id": message.message_id}, *transition.log]
@@ -298,7 +298,7 @@ def _stored_request(record: TaskRecord) -> RenderRequest:
     return RenderRequest(
         request_id=record.request_id,
         collection_id=record.collection_id,
-        input_data=record.input_data,
+        input_data_json=record.input_data_json,
         priority=record.priority,
         callback_urls=parse_callback_urls(record.callback_urls),
         metadata=record.metadata,
@@ -312,7 +312,7 @@ def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> Ta
         request_id=request.request_id,
         collection_id=request.collection_id,
         state=State.RECEIVED,
-        input_data=request.input_data,
+        input_data_json=request.input_data_json,
         priority=request.priority,
         callback_urls=[callback_url_to_json(c) for c in request.callback_urls],
         metadata=request.metadata,

@@ -111,7 +111,9 @@ class TaskRecord:
     render_generation: int | None = None
     error: dict[str, str] | None = None
     duplicate_task_ids: list[str] = field(default_factory=list)
-    input_data: dict[str, Any] = field(default_factory=dict)
+    # The producer's input_data text, as published and as sent to SRP: a string is what
+    # Firestore always stores (not every JSON object is a valid map), unindexed.
+    input_data_json: str = "{}"
     priority: int | None = None
     callback_urls: list[Any] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -133,6 +135,12 @@ class TaskRecord:
     message_digest: str | None = None
 
     @property
+    def input_data(self) -> dict[str, Any]:
+        """The producer's input_data as a Python object."""
+        value: dict[str, Any] = json.loads(self.input_data_json)
+        return value
+
+    @property
     def is_terminal(self) -> bool:
         """Whether the record can no longer change state."""
         return self.state in TERMINAL_STATES
@@ -146,8 +154,11 @@ class TaskRecord:
     @classmethod
     def from_document(cls, document: dict[str, Any] | None) -> TaskRecord:
         """Rebuild a record from its Firestore document, ignoring fields we do not know."""
-        known = {k: v for k, v in (document or {}).items() if k in cls.__dataclass_fields__}
+        document = document or {}
+        known = {k: v for k, v in document.items() if k in cls.__dataclass_fields__}
         known["state"] = State(known.get("state", State.RECEIVED))
+        if "input_data_json" not in known and isinstance(document.get("input_data"), dict):
+            known["input_data_json"] = json.dumps(document["input_data"])  # an older record
         return cls(**known)
 
     def event_data(self) -> dict[str, Any]:

@@ -256,7 +256,7 @@ def stuck_record(pipeline: Any, request: dict[str, Any], **fields: Any) -> None:
         TaskRecord(
             request_id=request["request_id"],
             collection_id=request["collection_id"],
-            input_data=request["input_data"],
+            input_data_json=json.dumps(request["input_data"]),
             **fields,
         )
     )
@@ -390,16 +390,21 @@ def test_a_dead_letter_of_a_message_never_recorded_creates_one_failed_record(
 
 
 @pytest.mark.parametrize(
-    ("literal", "reason"),
-    [("NaN", "NaN"), ("-Infinity", "Infinity"), ('"\\ud800"', "not Unicode")],
-    ids=["nan", "infinity", "lone-surrogate"],
+    ("replaced", "literal", "reason"),
+    [
+        ('"RareFlare3.png"', "NaN", "NaN"),
+        ('"RareFlare3.png"', "-Infinity", "Infinity"),
+        ('{"token_id": 1}', '{"note": "\\ud800"}', "not Unicode"),  # kept as a map
+    ],
+    ids=["nan", "infinity", "lone-surrogate-in-metadata"],
 )
 def test_input_that_can_never_be_sent_is_failed_once_and_acknowledged(
-    pipeline, render_request, literal: str, reason: str
+    pipeline, render_request, replaced: str, literal: str, reason: str
 ) -> None:
     srp = ScriptedSrp()
-    request = render_request()
-    data = json.dumps(request).replace('"RareFlare3.png"', literal, 1).encode()
+    request = render_request(metadata={"token_id": 1})
+    data = json.dumps(request).replace(replaced, literal, 1).encode()
+    assert literal.encode() in data
 
     result = submitter_for(pipeline, srp).submit(message(data))  # returns: acknowledged
 
@@ -430,3 +435,64 @@ def test_reconcile_fails_a_record_that_can_never_be_sent_and_goes_on(
     failed = pipeline.record(bad["request_id"])
     assert failed.state == State.FAILED and "can never be sent" in failed.error["message"]
     assert pipeline.record(good["request_id"]).task_id in srp.tasks
+
+
+# ---- hole 7: any JSON object SRP accepts, byte for byte --------------------------------
+
+
+def nested(depth: int) -> str:
+    return '{"d":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    "input_text",
+    [
+        '{"grid": [[1, 2], [3, [4]]]}',
+        '{"__meta__": {"__x__": 1}, "": "empty key"}',
+        '{"deep": ' + nested(30) + "}",
+        '{ "spaced" :\t1e5 , "exact": 1.10, "big": 123456789012345678901234567890 }',
+        '{"text": "caf\\u00e9 \u00e9 \\ud83d\\ude00", "dup": 1, "dup": 2}',
+    ],
+    ids=["arrays-in-arrays", "reserved-names", "map-depth-30", "number-text", "escapes"],
+)
+def test_any_json_object_is_submitted_byte_for_byte_and_kept_as_text(
+    pipeline, render_request, input_text: str
+) -> None:
+    srp = ScriptedSrp()
+    request = render_request()
+    data = json.dumps(request).replace(json.dumps(request["input_data"]), input_text).encode()
+    assert input_text.encode() in data
+
+    result = submitter_for(pipeline, srp).submit(message(data))
+
+    assert result.outcome == "submitted"
+    (posted,) = srp.raw_posts
+    assert b'"input_data":' + input_text.encode() + b"," in posted
+    record = pipeline.record(request["request_id"])
+    assert record.input_data_json == input_text
+    assert record.input_data == json.loads(input_text)
+    stored = pipeline.firestore.collection(pipeline.tasks_collection).document(
+        request["request_id"]
+    )
+    assert isinstance(stored.get().to_dict()["input_data_json"], str)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"grid": [[1]]}, "array inside an array"),
+        ({"__meta__": 1}, "field name Firestore refuses"),
+        (json.loads(nested(25)), "deeper than 20"),
+    ],
+    ids=["arrays-in-arrays", "reserved-name", "too-deep"],
+)
+def test_metadata_firestore_cannot_store_is_refused_once_with_the_reason(
+    pipeline, render_request, metadata: dict[str, Any], reason: str
+) -> None:
+    srp = ScriptedSrp()
+    request = render_request(metadata=metadata)
+
+    result = submitter_for(pipeline, srp).submit(message(request))
+
+    assert result.record is not None and result.record.state == State.FAILED
+    assert reason in result.record.error["message"] and srp.raw_posts == []

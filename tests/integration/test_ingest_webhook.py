@@ -287,7 +287,7 @@ def test_reconcile_redrives_a_request_stuck_before_submission_and_fails_an_expir
             TaskRecord(
                 request_id=request["request_id"],
                 collection_id=request["collection_id"],
-                input_data=request["input_data"],
+                input_data_json=json.dumps(request["input_data"]),
                 lease_owner="a-dead-instance",
                 lease_expires_at=utc_now() - timedelta(seconds=1),
                 created_at=created_at,

@@ -17,6 +17,7 @@ from terraform_hcl import (
 )
 
 from srp_bundle import settings
+from srp_bundle.task_state import TaskRecord
 
 FUNCTION_RESOURCE = ("google_cloudfunctions2_function", "main")
 FUNCTION_ADDRESS = "google_cloudfunctions2_function.main"
@@ -355,6 +356,14 @@ def test_firestore_index_and_event_log_ttl(bundle_module: TerraformConfig) -> No
     assert (ttl["collection"], ttl["field"]) == ("events", "expire_at")
     assert ttl["count"] == "${var.event_log_ttl_enabled ? 1 : 0}"
     assert "ttl_config" in ttl
+
+
+def test_input_data_text_has_no_single_field_index(bundle_module: TerraformConfig) -> None:
+    exemption = bundle_module.resource("google_firestore_field", "input_data_unindexed")
+    assert exemption["collection"] == "${var.tasks_collection}"
+    assert exemption["field"] == "input_data_json"
+    assert "input_data_json" in TaskRecord.__dataclass_fields__
+    assert exemption["index_config"] in ([{}], {}, [])  # empty: no index at all
 
 
 def test_alerts_reach_the_notification_channels(bundle_module: TerraformConfig) -> None:

@@ -41,3 +41,14 @@ resource "google_firestore_field" "event_log_ttl" {
   # No single-field index on a TTL timestamp: it is never queried and would hotspot.
   index_config {}
 }
+
+# input_data is kept as its JSON text (up to 64 KiB): never queried, and an indexed string
+# longer than 1,500 bytes is not what an index is for. No single-field index on it.
+resource "google_firestore_field" "input_data_unindexed" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = var.tasks_collection
+  field      = "input_data_json"
+
+  index_config {}
+}
