@@ -397,8 +397,10 @@ def _event(event_type: EventType, record: TaskRecord, now: datetime) -> dict[str
         data["render_path"] = record.render_path
     data["metadata"] = record.metadata
     data["time"] = now.isoformat()
-    # Deterministic per transition, so a consumer can drop a re-sent event.
-    event_id = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
+    # Deterministic per transition, so a consumer can drop a re-sent event; a digest, so
+    # it stays 32 characters whatever SRP's status is (Pub/Sub attributes are limited).
+    identity = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
+    event_id = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return {"event_id": event_id, "type": str(event_type), "data": data}
 
 

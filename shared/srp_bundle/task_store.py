@@ -6,7 +6,8 @@ Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
 - `srp_tasks_renders/{task_id}`: post-processing results keyed by SRP's task id, kept
   until (and after) a record with that task id exists, so the two can meet in any order;
 - `srp_tasks_outbox/{event}`: events decided by a committed change and not yet published
-  (written in the change's transaction, deleted once Pub/Sub has them).
+  (written in the change's transaction, deleted once Pub/Sub has them);
+- `srp_tasks_outbox_parked/{event}`: events Pub/Sub refused, with the reason (never retried).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from srp_bundle.task_state import (
 EVENTS_SUBCOLLECTION = "events"
 RENDERS_SUFFIX = "_renders"
 OUTBOX_SUFFIX = "_outbox"
+PARKED_SUFFIX = "_outbox_parked"
 
 
 class RecordNotFoundError(LookupError):
@@ -96,6 +98,7 @@ class TaskStore:
         self.records = client.collection(collection)
         self.renders = client.collection(collection + RENDERS_SUFFIX)
         self.outbox = client.collection(collection + OUTBOX_SUFFIX)
+        self.parked = client.collection(collection + PARKED_SUFFIX)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -269,6 +272,19 @@ class TaskStore:
         if deleted:
             batch.commit()
 
+    def park_events(self, reasons: dict[str, str]) -> None:
+        """Move events Pub/Sub refuses out of the outbox, with the reason (one commit)."""
+        batch = self.client.batch()
+        for event_id, reason in reasons.items():
+            source = self.outbox.document(_outbox_id(event_id))
+            snapshot = source.get()
+            if not snapshot.exists:
+                continue
+            parked = {**(snapshot.to_dict() or {}), "reason": reason, "parked_at": utc_now()}
+            batch.set(self.parked.document(_outbox_id(event_id)), parked)
+            batch.delete(source)
+        batch.commit()
+
     def _write_outbox(
         self, transaction: firestore.Transaction, request_id: str, events: Iterable[dict[str, Any]]
     ) -> None:
@@ -289,5 +305,5 @@ class TaskStore:
 
 
 def _outbox_id(event_id: str) -> str:
-    # Event ids carry SRP's status verbatim; a digest is always a valid document id.
+    # Event ids are digests already; hashing again keeps older, longer ids valid document ids.
     return hashlib.sha256(event_id.encode()).hexdigest()[:32]

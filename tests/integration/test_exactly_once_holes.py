@@ -7,12 +7,14 @@ HTTP fake of `scripted_srp`, which can create a task and then answer an error.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from google.api_core.exceptions import ServiceUnavailable
+from google.api_core.exceptions import InvalidArgument, ServiceUnavailable
+from google.cloud import firestore, pubsub_v1
 from scripted_srp import ScriptedSrp
 
 from srp_bundle.callback_auth import callback_token
@@ -20,6 +22,7 @@ from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.dead_letters import record_dead_letter
 from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
+from srp_bundle.events import EventPublisher, publish_transition, republish_pending
 from srp_bundle.reconciliation import Reconciler
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import SubmissionDeferredError, Submitter
@@ -496,3 +499,66 @@ def test_metadata_firestore_cannot_store_is_refused_once_with_the_reason(
 
     assert result.record is not None and result.record.state == State.FAILED
     assert reason in result.record.error["message"] and srp.raw_posts == []
+
+
+# ---- hole 11: one poison event never blocks the outbox --------------------------------
+
+
+class PublisherWithProductionLimits(pubsub_v1.PublisherClient):
+    """The real client; like production Pub/Sub, it refuses attribute values over 1,024 bytes."""
+
+    def publish(self, topic: str, data: bytes, **attributes: Any) -> Any:
+        if any(len(value.encode()) > 1024 for value in attributes.values()):
+            refused: Future[str] = Future()
+            refused.set_exception(InvalidArgument("attribute value longer than 1024 bytes"))
+            return refused
+        return super().publish(topic, data, **attributes)
+
+
+def in_outbox(pipeline: Any, request_id: str, events: list[dict[str, Any]]) -> None:
+    """As a committed change leaves its events."""
+
+    @firestore.transactional
+    def write(transaction: firestore.Transaction) -> None:
+        pipeline.store._write_outbox(transaction, request_id, events)
+
+    write(pipeline.firestore.transaction())
+
+
+def test_an_event_pubsub_refuses_is_parked_and_the_others_go_out(pipeline, render_request) -> None:
+    request_id = render_request()["request_id"]
+    data = {"request_id": request_id, "state": "rendering"}
+    # An event id as the old code built it from a 3,000-character status.
+    poison = {"event_id": "x" * 3000, "type": "task.status_changed", "data": data}
+    good = {"event_id": f"{request_id}-good", "type": "task.status_changed", "data": data}
+    in_outbox(pipeline, request_id, [poison, good])
+    publisher = EventPublisher(
+        PublisherWithProductionLimits(), pipeline.project_id, pipeline.events_topic
+    )
+
+    publish_transition(pipeline.store, publisher, request_id, [poison, good])  # no raise
+
+    pipeline.events.wait_for(request_id, "task.status_changed")
+    pipeline.events.settle(0.3)
+    assert [e["event_id"] for e in pipeline.events.by_request[request_id]] == [good["event_id"]]
+    assert pipeline.unpublished_events(request_id) == []  # the outbox is clear
+    parked = [s.to_dict() for s in pipeline.store.parked.stream()]
+    (mine,) = [entry for entry in parked if entry["request_id"] == request_id]
+    assert mine["event"]["event_id"] == poison["event_id"]
+    assert "1024 bytes" in mine["reason"]
+
+
+def test_reconcile_republishes_past_a_poison_event(pipeline, render_request) -> None:
+    request_id = render_request()["request_id"]
+    data = {"request_id": request_id, "state": "rendering"}
+    poison = {"event_id": "y" * 3000, "type": "task.status_changed", "data": data}
+    good = {"event_id": f"{request_id}-good", "type": "task.status_changed", "data": data}
+    in_outbox(pipeline, request_id, [poison, good])  # the invocation died after its commit
+    publisher = EventPublisher(
+        PublisherWithProductionLimits(), pipeline.project_id, pipeline.events_topic
+    )
+
+    republish_pending(pipeline.store, publisher, utc_now() + timedelta(seconds=1))
+
+    pipeline.events.wait_for(request_id, "task.status_changed")
+    assert pipeline.unpublished_events(request_id) == []

@@ -201,3 +201,16 @@ def test_a_dead_letter_fails_only_a_request_srp_has_no_task_for() -> None:
     attached = advance(_record(), TaskSubmitted(TASK, "new")).record
     transition = advance(attached, DeadLettered("5", "s"))
     assert not transition.changed and transition.record.state == State.SUBMITTED
+
+
+def test_event_ids_are_fixed_length_digests_whatever_srp_says() -> None:
+    record = advance(_record(), TaskSubmitted(TASK, "new")).record
+    events = advance(record, SrpStatusReported(TASK, "in_progress")).events
+    other = advance(record, SrpStatusReported(TASK, "running")).events
+    ids = [e["event_id"] for e in events + other]
+    assert all(len(event_id) == 32 for event_id in ids)
+    assert len(set(ids)) == len(ids)  # different transitions, different ids
+    again = advance(record, SrpStatusReported(TASK, "in_progress")).events
+    assert [e["event_id"] for e in again] == [e["event_id"] for e in events]  # deterministic
+    failed = advance(record, SrpStatusReported(TASK, "failed" + " " * 3000)).events
+    assert failed and all(len(e["event_id"]) == 32 for e in failed)
