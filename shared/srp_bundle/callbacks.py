@@ -12,6 +12,7 @@ posted with this request's callback; otherwise the callback is logged and change
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 MAX_CALLBACK_BYTES = 64 * 1024
+MAX_STATUS_CHARS = 64
+# SRP's task ids are UUIDs; anything else is not a task SRP made.
+_SRP_TASK_ID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,12 @@ class CallbackIngestor:
         except (UnicodeDecodeError, ValueError) as error:
             raise InvalidMessageError(f"body is not JSON: {error}") from None
         callback = parse_callback(payload)
+        if not _SRP_TASK_ID.match(callback.task_id):
+            raise InvalidMessageError(f"task_id must be a UUID, got {callback.task_id!r:.60}")
+        if len(callback.status) > MAX_STATUS_CHARS:
+            raise InvalidMessageError(
+                f"status must be at most {MAX_STATUS_CHARS} characters, got {len(callback.status)}"
+            )
         check_output_files(callback.output_files)
         if callback.status.strip().lower() == "done" and not callback.output_files:
             raise InvalidMessageError("a done callback must list output_files")

@@ -22,6 +22,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+# Per record: duplicate task ids kept, and event-log entries written (the rest are counted).
+MAX_LIST_ENTRIES = 200
+
 
 class State(StrEnum):
     """Our own view of a request's progress."""
@@ -130,6 +133,10 @@ class TaskRecord:
     unconfirmed_submissions: int = 0
     # The latest transient failure, kept so a dead-lettered request can say why it gave up.
     last_error: dict[str, str] | None = None
+    # Bounds: at most MAX_LIST_ENTRIES duplicates and event-log writes, the rest counted.
+    duplicate_task_ids_dropped: int = 0
+    event_log_entries: int = 0
+    event_log_dropped: int = 0
     # sha256 of the Pub/Sub message data that created the record: a dead-lettered copy of
     # a message without request_id comes with a new message id and finds its record by this.
     message_digest: str | None = None
@@ -273,7 +280,10 @@ def _attach_task(transition: Transition, task_id: str, status: str | None, now: 
         return True
     if record.task_id is not None:
         if task_id not in record.duplicate_task_ids:
-            record.duplicate_task_ids.append(task_id)
+            if len(record.duplicate_task_ids) < MAX_LIST_ENTRIES:
+                record.duplicate_task_ids.append(task_id)
+            else:
+                record.duplicate_task_ids_dropped += 1  # the record stays under 1 MiB
             record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
             transition.changed = True
             transition.log.append(
@@ -402,6 +412,15 @@ def _event(event_type: EventType, record: TaskRecord, now: datetime) -> dict[str
     identity = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
     event_id = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return {"event_id": event_id, "type": str(event_type), "data": data}
+
+
+def capped_log(record: TaskRecord, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries the record's event log still has room for; counts the ones dropped."""
+    room = max(0, MAX_LIST_ENTRIES - record.event_log_entries)
+    kept = entries[:room]
+    record.event_log_entries += len(kept)
+    record.event_log_dropped += len(entries) - len(kept)
+    return kept
 
 
 def _log_entry(kind: str, now: datetime, **fields: Any) -> dict[str, Any]:

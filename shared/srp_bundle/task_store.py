@@ -29,6 +29,7 @@ from srp_bundle.task_state import (
     TaskRecord,
     Transition,
     advance,
+    capped_log,
     log_entry_id,
     utc_now,
 )
@@ -169,8 +170,9 @@ class TaskStore:
         def create_in(transaction: firestore.Transaction) -> bool:
             if reference.get(transaction=transaction).exists:
                 return False
+            kept = capped_log(record, list(log))
             transaction.create(reference, record.to_document())
-            self._write_log(transaction, record.request_id, log)
+            self._write_log(transaction, record.request_id, kept)
             self._write_outbox(transaction, record.request_id, events)
             return True
 
@@ -191,8 +193,9 @@ class TaskStore:
             new_record, log = decide(current)
             if new_record is not None:
                 new_record.updated_at = utc_now()
+                kept = capped_log(new_record, log)
                 transaction.set(reference, new_record.to_document())
-                self._write_log(transaction, request_id, log)
+                self._write_log(transaction, request_id, kept)
             return new_record if new_record is not None else current
 
         result: TaskRecord | None = update_in(self.client.transaction())
@@ -240,9 +243,11 @@ class TaskStore:
             log = list(transition.log)
             if received is not None:
                 log.append(received)
-            if transition.changed:
+            kept = capped_log(transition.record, log)
+            if transition.changed or kept or len(kept) < len(log):
+                # The record carries the log's counters, so it is written with every entry.
                 transaction.set(reference, transition.record.to_document())
-            self._write_log(transaction, request_id, log)
+            self._write_log(transaction, request_id, kept)
             self._write_outbox(transaction, request_id, transition.events)
             return transition
 

@@ -26,7 +26,14 @@ from srp_bundle.events import EventPublisher, publish_transition, republish_pend
 from srp_bundle.reconciliation import Reconciler
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import SubmissionDeferredError, Submitter
-from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
+from srp_bundle.task_state import (
+    MAX_LIST_ENTRIES,
+    SrpStatusReported,
+    State,
+    TaskRecord,
+    TaskSubmitted,
+    utc_now,
+)
 from srp_bundle.task_store import TaskStore
 
 from conftest import WEBHOOK_SECRET
@@ -562,3 +569,29 @@ def test_reconcile_republishes_past_a_poison_event(pipeline, render_request) -> 
 
     pipeline.events.wait_for(request_id, "task.status_changed")
     assert pipeline.unpublished_events(request_id) == []
+
+
+# ---- hole 10: bounded records ---------------------------------------------------------
+
+
+def test_the_event_log_is_capped_and_the_record_keeps_working(pipeline, render_request) -> None:
+    srp = ScriptedSrp()
+    request = render_request()
+    result = submitter_for(pipeline, srp).submit(message(request))
+    assert result.record is not None and result.record.task_id is not None
+    task_id = result.record.task_id
+    ingestor = ingestor_for(pipeline, srp, CONFIRM_TERMINAL_STATUS="false")
+    token = callback_token(WEBHOOK_SECRET, request["request_id"])
+
+    for number in range(MAX_LIST_ENTRIES + 10):  # distinct bodies: each is a new log entry
+        body = {"status": "in_progress", "task_id": task_id, "timestamp": TIMESTAMP, "n": number}
+        reply = ingestor.ingest("POST", request["request_id"], token, json.dumps(body).encode())
+        assert reply.status_code == 200
+
+    record = pipeline.record(request["request_id"])
+    assert record.event_log_entries == MAX_LIST_ENTRIES
+    assert record.event_log_dropped > 0
+    assert len(pipeline.store.event_log(request["request_id"])) == MAX_LIST_ENTRIES
+    # Later news still moves the record: only the log stopped growing.
+    assert call_back(ingestor, request["request_id"], "done", task_id).body["changed"] is True
+    assert pipeline.record(request["request_id"]).state == State.RENDERED

@@ -67,6 +67,8 @@ def test_a_callback_advances_the_record_and_is_logged_once(pipeline) -> None:
         ("not json", 400),
         ("wrong types", 400),
         ("missing task_id", 400),
+        ("task_id not a uuid", 400),
+        ("status longer than 64", 400),
         ("bad timestamp", 400),
         ("oversized", 400),
         ("path traversal", 400),
@@ -99,6 +101,10 @@ def test_bad_callbacks_get_the_right_4xx_and_write_nothing(pipeline, case, expec
         body = {"status": 3, "task_id": task_id, "timestamp": utc_timestamp()}
     elif case == "missing task_id":
         body = {"status": "in_progress", "timestamp": utc_timestamp()}
+    elif case == "task_id not a uuid":
+        body = callback_body("in_progress", "../" + "x" * 3000)
+    elif case == "status longer than 64":
+        body = callback_body("in_progress" + "x" * 54, task_id)
     elif case == "bad timestamp":
         body = {**callback_body("in_progress", task_id), "timestamp": "yesterday"}
     elif case == "oversized":

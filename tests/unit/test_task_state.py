@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from srp_bundle.task_state import (
+    MAX_LIST_ENTRIES,
     DeadLettered,
     DerivativesReady,
     SrpStatusReported,
@@ -214,3 +215,14 @@ def test_event_ids_are_fixed_length_digests_whatever_srp_says() -> None:
     assert [e["event_id"] for e in again] == [e["event_id"] for e in events]  # deterministic
     failed = advance(record, SrpStatusReported(TASK, "failed" + " " * 3000)).events
     assert failed and all(len(e["event_id"]) == 32 for e in failed)
+
+
+def test_duplicate_task_ids_are_capped_and_the_rest_counted() -> None:
+    record = advance(_record(), TaskSubmitted(TASK, "new")).record
+    for number in range(MAX_LIST_ENTRIES + 5):
+        other = f"00000000-0000-4000-8000-{number:012d}"
+        record = advance(record, SrpStatusReported(other, "in_progress")).record
+
+    assert len(record.duplicate_task_ids) == MAX_LIST_ENTRIES
+    assert record.duplicate_task_ids_dropped == 5
+    assert record.task_id == TASK
