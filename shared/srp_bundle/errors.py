@@ -127,6 +127,12 @@ class SourceTooLargeError(ImageRejectedError):
     code = "source_too_large"
 
 
+class RenderPathRejectedError(ImageRejectedError):
+    """The path matches RENDER_PATH_PATTERN but cannot name derivatives (a `..` segment)."""
+
+    code = "render_path_rejected"
+
+
 class DerivativeWriteConflictError(BundleError):
     """A derivative name kept changing under us; the event should be retried."""
 

@@ -19,10 +19,11 @@ from scripted_srp import ScriptedSrp
 
 from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
-from srp_bundle.cloudevents import PubsubMessage
+from srp_bundle.cloudevents import PubsubMessage, StorageObject
 from srp_bundle.dead_letters import record_dead_letter
 from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
 from srp_bundle.events import EventPublisher, publish_transition, republish_pending
+from srp_bundle.postprocessing import RenderPostprocessor
 from srp_bundle.reconciliation import Reconciler
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import SubmissionDeferredError, Submitter
@@ -595,3 +596,33 @@ def test_the_event_log_is_capped_and_the_record_keeps_working(pipeline, render_r
     # Later news still moves the record: only the log stopped growing.
     assert call_back(ingestor, request["request_id"], "done", task_id).body["changed"] is True
     assert pipeline.record(request["request_id"]).state == State.RENDERED
+
+
+# ---- hole 8: a render path the pattern lets through but the code refuses ----------------
+
+
+@pytest.mark.parametrize("collection_name", ["..", "."])
+def test_a_render_path_the_code_refuses_is_a_recorded_rejection(
+    pipeline, render_request, collection_name: str
+) -> None:
+    srp = ScriptedSrp()
+    request = render_request()
+    result = submitter_for(pipeline, srp).submit(message(request))
+    assert result.record is not None and result.record.task_id is not None
+    task_id = result.record.task_id
+    settings = load_settings("postprocess_render", pipeline.env())
+    postprocessor = RenderPostprocessor(
+        settings, pipeline.store, pipeline.storage, pipeline.events_publisher
+    )
+    render = StorageObject(
+        pipeline.renders_bucket, f"render/{collection_name}/{task_id}/render.png", 1700000000
+    )
+
+    outcome = postprocessor.process(render)  # returns: acknowledged, never retried
+
+    assert outcome.outcome == "rejected"
+    stored = pipeline.store.render_result(task_id)
+    assert stored is not None and stored.error["code"] == "render_path_rejected"
+    record = pipeline.record(request["request_id"])
+    assert record.state == State.FAILED and record.error["code"] == "render_path_rejected"
+    assert collection_name in record.error["message"]
