@@ -184,7 +184,11 @@ class RenderPostprocessor:
             request_id=record.request_id if record else None,
         )
         other_files = describe_render_folder(
-            self.renders_bucket, target.folder, exclude=(target.object_name,)
+            self.renders_bucket,
+            target.folder,
+            exclude=(target.object_name,),
+            max_hash_bytes=self.settings.max_source_bytes,
+            known=_described_files(record, stored),
         )
         change = DerivativesReady(
             render_path=target.object_name,
@@ -262,6 +266,16 @@ class RenderPostprocessor:
                     extra=log_fields(task_id=target.task_id),
                 )
         return record
+
+
+def _described_files(
+    record: TaskRecord | None, stored: RenderResult | None
+) -> list[dict[str, Any]]:
+    """Other files already described (with their object generation) for this task."""
+    return [
+        *(record.other_files if record else ()),
+        *(stored.change.other_files if stored else ()),
+    ]
 
 
 def _log_written(target: RenderTarget, written: list[StoredDerivative], other_files: int) -> None:
