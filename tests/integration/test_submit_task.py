@@ -301,3 +301,61 @@ def test_a_plain_pubsub_push_body_is_converted_and_submitted(pipeline, render_re
     record = pipeline.record(request["request_id"])
     assert record.task_id is not None
     assert srp_posts_for(pipeline, request["request_id"]) == 1
+
+
+@pytest.fixture
+def firestore_faults(firestore_emulator):
+    """The local Firestore's commit faults, cleared after the test."""
+    control = firestore_emulator.control
+    yield control
+    control.reset()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"create_then_error_rate": 1.0}, {"create_then_hang_rate": 1.0}],
+    ids=["create_then_error", "create_then_hang"],
+)
+def test_a_post_that_created_the_task_then_failed_is_never_posted_again(
+    pipeline, render_request, fault
+) -> None:
+    pipeline.function("ingest_webhook")
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    pipeline.srp.control.pause()  # SRP stays silent until resumed: no callback names the task
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], **fault)
+
+    # A 502/503/504 after SRP created the task, or the answer after the client's timeout.
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    pipeline.srp.control.set_faults()
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    assert len(pipeline.srp_tasks()) == 1  # the redelivery waited instead of posting
+    assert pipeline.record(request["request_id"]).unconfirmed_submissions == 1
+
+    pipeline.srp.control.release()
+    pipeline.srp.control.resume()
+    record = pipeline.wait_for_state(request["request_id"], "completed", "rendered")
+    (task,) = pipeline.srp_tasks()
+    assert record.task_id == task["id"] and record.duplicate_task_ids == []
+    assert record.unconfirmed_submissions == 0
+
+
+def test_a_lost_answer_to_the_write_after_the_post_never_posts_again(
+    pipeline, render_request, firestore_faults
+) -> None:
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    # Commit 1 takes the lease; commit 2 records SRP's answer: applied, its answer lost.
+    firestore_faults.set_faults(
+        path_pattern=f"^{pipeline.tasks_collection}/{request['request_id']}$",
+        drop_answer_commits=[2],
+        drop_answer_code="UNAVAILABLE",
+    )
+
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    firestore_faults.reset()
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 200
+
+    (task,) = pipeline.srp_tasks()
+    record = pipeline.record(request["request_id"])
+    assert record.task_id == task["id"] and record.unconfirmed_submissions == 0
