@@ -17,6 +17,7 @@ from google.api_core.exceptions import InvalidArgument, ServiceUnavailable
 from google.cloud import firestore, pubsub_v1
 from scripted_srp import ScriptedSrp
 
+from local_stack.terraform_exemptions import terraform_index_exemptions
 from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage, StorageObject
@@ -627,3 +628,57 @@ def test_a_render_path_the_code_refuses_is_a_recorded_rejection(
     record = pipeline.record(request["request_id"])
     assert record.state == State.FAILED and record.error["code"] == "render_path_rejected"
     assert collection_name in record.error["message"]
+
+
+def test_a_60_kib_input_data_is_stored_under_terraforms_index_exemption(
+    pipeline, render_request, firestore_emulator
+) -> None:
+    # The local Firestore refuses indexed strings over 1,500 bytes; Terraform's exemption
+    # for input_data_json is what lets a large input be kept (production would truncate
+    # its index entry instead).
+    exemptions = terraform_index_exemptions({"tasks_collection": pipeline.tasks_collection})
+    assert {"collection": pipeline.tasks_collection, "field": "input_data_json"} in exemptions
+    firestore_emulator.control.set_index_exemptions(exemptions)
+    try:
+        srp = ScriptedSrp()
+        request = render_request()
+        input_text = '{"scene": "' + "x" * 60_000 + '"}'
+        data = json.dumps(request).replace(json.dumps(request["input_data"]), input_text)
+
+        result = submitter_for(pipeline, srp).submit(message(data.encode()))
+
+        assert result.outcome == "submitted"
+        assert pipeline.record(request["request_id"]).input_data_json == input_text
+        assert input_text.encode() in srp.raw_posts[0]
+    finally:
+        firestore_emulator.control.set_index_exemptions(firestore_emulator.index_exemptions)
+
+
+def test_a_callback_with_long_text_is_logged_under_terraforms_index_exemption(
+    pipeline, render_request, firestore_emulator
+) -> None:
+    exemptions = terraform_index_exemptions({"tasks_collection": pipeline.tasks_collection})
+    assert {"collection": "events", "field": "payload"} in exemptions
+    firestore_emulator.control.set_index_exemptions(exemptions)
+    try:
+        srp = ScriptedSrp()
+        request = render_request()
+        result = submitter_for(pipeline, srp).submit(message(request))
+        assert result.record is not None and result.record.task_id is not None
+        body = {
+            "status": "in_progress",
+            "task_id": result.record.task_id,
+            "timestamp": TIMESTAMP,
+            "log": "frame rendered; " * 500,  # 8,000 characters SRP may add
+        }
+        token = callback_token(WEBHOOK_SECRET, request["request_id"])
+
+        reply = ingestor_for(pipeline, srp).ingest(
+            "POST", request["request_id"], token, json.dumps(body).encode()
+        )
+
+        assert reply.status_code == 200 and reply.body["changed"] is True
+        logged = [e for e in pipeline.store.event_log(request["request_id"]) if "payload" in e]
+        assert logged[0]["payload"] == body
+    finally:
+        firestore_emulator.control.set_index_exemptions(firestore_emulator.index_exemptions)

@@ -39,3 +39,14 @@ resource "google_firestore_field" "input_data_unindexed" {
 
   index_config {}
 }
+
+# Each `events` subcollection (the task event logs) keeps callback bodies verbatim (up to
+# 64 KiB): never queried, so no single-field index under `payload`.
+resource "google_firestore_field" "event_log_payload_unindexed" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = "events"
+  field      = "payload"
+
+  index_config {}
+}
