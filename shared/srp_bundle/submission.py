@@ -4,10 +4,13 @@
    and this delivery takes a short lease on it before anything is sent to SRP.
 2. A record that already has a task id, or is final, submits nothing.
 3. The POST carries our request-bound callback; its answer attaches the task id.
-4. If the POST may have reached SRP but its answer was lost, the record remembers it and
-   redeliveries wait `AMBIGUOUS_SUBMIT_WAIT_SECONDS` for SRP's callback to name the task
-   before posting again. Any second task SRP reports for the request is recorded in
-   `duplicate_task_ids`, never silently attached or lost.
+4. The lease transaction also records the POST's intent (`ambiguous_submit_at`, one more
+   `unconfirmed_submissions`); only a recorded outcome settles it (the task attached, or a
+   4xx / a request never sent, which created nothing). While an outcome is unknown (answer
+   lost, a 5xx, or the write after a 201 failed), redeliveries wait
+   `AMBIGUOUS_SUBMIT_WAIT_SECONDS` for SRP's callback to name the task before posting
+   again. Any second task SRP reports for the request is recorded in `duplicate_task_ids`,
+   never silently attached or lost.
 """
 
 from __future__ import annotations
