@@ -24,6 +24,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from srp_bundle.task_state import (
     ACTIVE_STATES,
     Change,
+    Clock,
     DerivativesReady,
     TaskFailed,
     TaskRecord,
@@ -93,8 +94,12 @@ class RenderResult:
 class TaskStore:
     """Reads and transactional updates of task records, their event log and render results."""
 
-    def __init__(self, client: firestore.Client, collection: str) -> None:
+    def __init__(
+        self, client: firestore.Client, collection: str, *, clock: Clock = utc_now
+    ) -> None:
+        """`clock` stamps every write (`updated_at`, log and outbox times, transitions)."""
         self.client = client
+        self.clock = clock
         self.collection_name = collection
         self.records = client.collection(collection)
         self.renders = client.collection(collection + RENDERS_SUFFIX)
@@ -192,7 +197,7 @@ class TaskStore:
             current = TaskRecord.from_document(snapshot.to_dict()) if snapshot.exists else None
             new_record, log = decide(current)
             if new_record is not None:
-                new_record.updated_at = utc_now()
+                new_record.updated_at = self.clock()
                 kept = capped_log(new_record, log)
                 transaction.set(reference, new_record.to_document())
                 self._write_log(transaction, request_id, kept)
@@ -226,7 +231,8 @@ class TaskStore:
                 record = create
             else:
                 raise RecordNotFoundError(request_id)
-            transition = advance(record, change)
+            now = self.clock()
+            transition = advance(record, change, now)
             if transition.attached_task_id is not None:
                 pending = self.renders.document(transition.attached_task_id).get(
                     transaction=transaction
@@ -235,6 +241,7 @@ class TaskStore:
                     follow_up = advance(
                         transition.record,
                         RenderResult.from_document(pending.to_dict()).record_change(),
+                        now,
                     )
                     transition.record = follow_up.record
                     transition.events += follow_up.events
@@ -285,7 +292,7 @@ class TaskStore:
             snapshot = source.get()
             if not snapshot.exists:
                 continue
-            parked = {**(snapshot.to_dict() or {}), "reason": reason, "parked_at": utc_now()}
+            parked = {**(snapshot.to_dict() or {}), "reason": reason, "parked_at": self.clock()}
             batch.set(self.parked.document(_outbox_id(event_id)), parked)
             batch.delete(source)
         batch.commit()
@@ -296,7 +303,7 @@ class TaskStore:
         for event in events:
             transaction.set(
                 self.outbox.document(_outbox_id(event["event_id"])),
-                {"request_id": request_id, "event": event, "decided_at": utc_now()},
+                {"request_id": request_id, "event": event, "decided_at": self.clock()},
             )
 
     def _write_log(
@@ -304,7 +311,7 @@ class TaskStore:
     ) -> None:
         log = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION)
         for entry in entries:
-            entry = {"at": utc_now(), **entry}
+            entry = {"at": self.clock(), **entry}
             # Deterministic ids: an identical duplicate (same callback twice) is kept once.
             transaction.set(log.document(log_entry_id(entry)), entry)
 

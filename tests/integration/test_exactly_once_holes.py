@@ -7,8 +7,9 @@ HTTP fake of `scripted_srp`, which can create a task and then answer an error.
 from __future__ import annotations
 
 import json
+import uuid
 from concurrent.futures import Future
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -272,6 +273,21 @@ def stuck_record(pipeline: Any, request: dict[str, Any], **fields: Any) -> None:
             **fields,
         )
     )
+
+
+def test_the_store_stamps_every_write_with_its_clock(pipeline, render_request) -> None:
+    clock = StepClock(datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
+    store = TaskStore(pipeline.firestore, pipeline.tasks_collection, clock=clock)
+    request = render_request()
+    stuck_record(pipeline, request)
+
+    transition = store.apply(request["request_id"], TaskSubmitted(str(uuid.uuid4()), "new"))
+
+    record = pipeline.record(request["request_id"])
+    assert record.updated_at == clock.now == transition.record.updated_at
+    assert [e["at"] for e in store.event_log(request["request_id"]) if e["at"] >= clock.now]
+    (event,) = store.pending_events(clock.now + timedelta(seconds=1), 10, request["request_id"])
+    assert event["data"]["time"] == clock.now.isoformat()
 
 
 def test_a_long_reconcile_run_never_hands_out_a_lease_that_already_expired(
