@@ -22,7 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 from srp_bundle.callback_auth import CALLBACK_METHOD, REQUEST_ID_PARAM, token_is_valid
 from srp_bundle.errors import InvalidMessageError, SrpError, SrpNotFoundError
 from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.json_limits import parse_json
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.render_paths import check_output_files
 from srp_bundle.settings import Settings
 from srp_bundle.srp_models import CallbackUrl, SrpCallback, SrpTask, parse_callback
 from srp_bundle.task_state import SrpStatusReported, TaskRecord, is_terminal_status
@@ -38,6 +40,9 @@ MAX_STATUS_CHARS = 64
 _SRP_TASK_ID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
+# SRP's callbacks are flat; the body is kept in the event log, and Firestore refuses
+# values nested deeper than 20 levels.
+MAX_CALLBACK_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -46,24 +51,6 @@ class Reply:
 
     status_code: int
     body: dict[str, Any]
-
-
-def check_output_files(output_files: tuple[str, ...] | None) -> tuple[str, ...]:
-    """Every path must be relative, under `render/`, with no `..`: never trust SRP's paths."""
-    checked = []
-    for index, path in enumerate(output_files or ()):
-        parts = path.split("/")
-        if (
-            not path.startswith("render/")
-            or "://" in path
-            or "\\" in path
-            or any(part in ("", ".", "..") for part in parts)
-        ):
-            raise InvalidMessageError(
-                f"output_files[{index}] must be a relative path under render/, got {path!r:.120}"
-            )
-        checked.append(path)
-    return tuple(checked)
 
 
 class CallbackIngestor:
@@ -150,12 +137,9 @@ class CallbackIngestor:
         )
 
     def _parse(self, body: bytes) -> SrpCallback:
-        if len(body) > MAX_CALLBACK_BYTES:
-            raise InvalidMessageError(f"body is larger than {MAX_CALLBACK_BYTES} bytes")
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise InvalidMessageError(f"body is not JSON: {error}") from None
+        payload = parse_json(
+            body, what="body", max_bytes=MAX_CALLBACK_BYTES, max_depth=MAX_CALLBACK_DEPTH
+        )
         callback = parse_callback(payload)
         if not _SRP_TASK_ID.match(callback.task_id):
             raise InvalidMessageError(f"task_id must be a UUID, got {callback.task_id!r:.60}")
@@ -163,7 +147,7 @@ class CallbackIngestor:
             raise InvalidMessageError(
                 f"status must be at most {MAX_STATUS_CHARS} characters, got {len(callback.status)}"
             )
-        check_output_files(callback.output_files)
+        check_output_files(callback.output_files, callback.task_id)
         if callback.status.strip().lower() == "done" and not callback.output_files:
             raise InvalidMessageError("a done callback must list output_files")
         return callback

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from srp_bundle.callback_policy import check_producer_callbacks
 from srp_bundle.errors import InvalidMessageError
+from srp_bundle.json_limits import parse_json
 from srp_bundle.srp_models import CallbackUrl, parse_callback_urls
 
 MAX_MESSAGE_BYTES = 64 * 1024
-MAX_CALLBACK_URLS = 10
+# Far deeper than any render input needs, far below what makes the parser recurse out.
+MAX_MESSAGE_DEPTH = 32
 # URL-safe and a valid Firestore document id (no "/", not "." or "..", not "__x__").
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 _KNOWN_KEYS = {
@@ -65,8 +69,11 @@ def check_request_id(value: object, where: str = "request_id") -> str:
 def requested_id(data: bytes) -> str | None:
     """The valid request id a (possibly invalid) message names, or None."""
     try:
-        return check_request_id(json.loads(data).get("request_id"))
-    except (ValueError, AttributeError, InvalidMessageError):
+        body = parse_json(
+            data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
+        )
+        return check_request_id(body.get("request_id"))
+    except (AttributeError, InvalidMessageError):
         return None
 
 
@@ -80,17 +87,18 @@ def message_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
-    """Validate a Pub/Sub message body; raise `InvalidMessageError` saying what is wrong."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise InvalidMessageError(
-            f"message is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed"
-        )
-    try:
-        text = data.decode(json.detect_encoding(data))
-        body = json.loads(text, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise InvalidMessageError(f"message data is not JSON: {error}") from None
+def parse_render_request(
+    data: bytes, message_id: str, *, allow_local_http_callbacks: bool = False
+) -> RenderRequest:
+    """Validate a Pub/Sub message body; raise `InvalidMessageError` saying what is wrong.
+
+    Producer callbacks must pass `check_producer_callbacks` (`allow_local_http_callbacks`
+    is the local-development setting `ALLOW_LOCAL_HTTP_CALLBACKS`).
+    """
+    body = parse_json(
+        data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
+    )
+    _refuse_non_finite_numbers(body)
     if not isinstance(body, dict):
         raise InvalidMessageError(f"message data must be a JSON object, got {type(body).__name__}")
     try:
@@ -127,13 +135,12 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
     check_storable(metadata, "metadata")
     check_storable(body.get("callback_urls"), "callback_urls")
     callback_urls = parse_callback_urls(body.get("callback_urls"))
-    if len(callback_urls) > MAX_CALLBACK_URLS:
-        raise InvalidMessageError(f"at most {MAX_CALLBACK_URLS} callback_urls are allowed")
+    check_producer_callbacks(callback_urls, allow_local_http=allow_local_http_callbacks)
     retry_of = body.get("retry_of")
     return RenderRequest(
         request_id=check_request_id(body["request_id"]) if "request_id" in body else message_id,
         collection_id=collection_id,
-        input_data_json=_raw_member(text.lstrip("\ufeff"), "input_data"),
+        input_data_json=_raw_member(data.decode(json.detect_encoding(data)), "input_data"),
         priority=priority,
         callback_urls=callback_urls,
         metadata=metadata,
@@ -141,9 +148,15 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
     )
 
 
-def _refuse_constant(name: str) -> Any:
-    # Python reads NaN and Infinity, which JSON (and so SRP) does not have.
-    raise InvalidMessageError(f"message data is not JSON: {name} is not a JSON number")
+def _refuse_non_finite_numbers(value: Any) -> None:
+    # Python reads NaN and Infinity (and 1e999 as infinity), which JSON and SRP do not have.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidMessageError(f"message data is not JSON: {value} is not a JSON number")
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            _refuse_non_finite_numbers(item)
 
 
 _RESERVED_FIELD = re.compile(r"^__.*__$")

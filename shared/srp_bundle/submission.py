@@ -22,8 +22,9 @@ from enum import StrEnum
 from typing import Any
 
 from srp_bundle.callback_auth import our_callback
+from srp_bundle.callback_policy import check_producer_callbacks
 from srp_bundle.cloudevents import PubsubMessage
-from srp_bundle.errors import BundleError, InvalidMessageError, SrpError
+from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import bind, get_logger, log_fields
 from srp_bundle.render_requests import (
@@ -103,7 +104,11 @@ class Submitter:
         """Handle one delivery; raise only for transient failures (the message is redelivered)."""
         now = self.clock()
         try:
-            request = parse_render_request(message.data, message.message_id)
+            request = parse_render_request(
+                message.data,
+                message.message_id,
+                allow_local_http_callbacks=self.settings.allow_local_http_callbacks,
+            )
         except InvalidMessageError as error:
             return self._reject(message, error, now)
         with bind(request_id=request.request_id):
@@ -135,6 +140,14 @@ class Submitter:
         if expired:
             reason = f"never submitted within MAX_REQUEST_AGE_SECONDS ({age:.0f}s old)"
             return self._fail_request(request.request_id, "request_expired", reason)
+        try:
+            # A record written before this policy existed is held to it too.
+            check_producer_callbacks(
+                request.callback_urls, allow_local_http=self.settings.allow_local_http_callbacks
+            )
+        except CallbackRefusedError as error:
+            self._release(request.request_id, attempt, error, ambiguous=False)  # nothing sent
+            return self._fail_request(request.request_id, error.code, str(error))
         return self._post(request, attempt)
 
     # ---- steps ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ resource "google_firestore_index" "tasks_by_state_and_update" {
 }
 
 # No TTL policy on the event logs: they are the audit trail of every request and are
-# bounded instead (at most 200 entries per record, the rest counted; decision 0006).
+# bounded instead (at most 200 entries per record, the rest counted; decision 0007).
 
 # input_data is kept as its JSON text (up to 64 KiB): never queried, and an indexed string
 # longer than 1,500 bytes is not what an index is for. No single-field index on it.
