@@ -151,7 +151,10 @@ def parse_render_request(
 def _refuse_non_finite_numbers(value: Any) -> None:
     # Python reads NaN and Infinity (and 1e999 as infinity), which JSON and SRP do not have.
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidMessageError(f"message data is not JSON: {value} is not a JSON number")
+        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        raise InvalidMessageError(
+            f"message data is not JSON: {name} (or a number too large) is not a JSON number"
+        )
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, list):
