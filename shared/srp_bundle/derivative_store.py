@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,12 +63,16 @@ class StoredDerivative:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """A file in a task's render folder: video, 3D, audio, or another image."""
+    """A file in a task's render folder: video, 3D, audio, or another image.
+
+    `sha256` is None for a file larger than the hashing cap; `generation` is the object's.
+    """
 
     path: str
     bytes: int
-    sha256: str
+    sha256: str | None
     content_type: str
+    generation: int | None = None
 
     def as_record(self) -> dict[str, Any]:
         """`{path, bytes, sha256, content_type}` for the task record."""
@@ -77,6 +81,7 @@ class FileRecord:
             "bytes": self.bytes,
             "sha256": self.sha256,
             "content_type": self.content_type,
+            "generation": self.generation,
         }
 
 
@@ -224,28 +229,52 @@ def delete_superseded_derivatives(
 
 
 def describe_render_folder(
-    renders_bucket: Any, folder: str, *, exclude: Iterable[str] = (), max_files: int = 1000
+    renders_bucket: Any,
+    folder: str,
+    *,
+    exclude: Iterable[str] = (),
+    max_files: int = 1000,
+    max_hash_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    known: Iterable[Mapping[str, Any]] = (),
 ) -> list[FileRecord]:
     """Describe every object under a task's render folder except `exclude`, sorted by path.
 
-    Reads each file once, streamed (memory stays bounded for large videos), for its sha256.
+    A file described in `known` for the same object generation is not read again; any other
+    file up to `max_hash_bytes` is read once, streamed, for its sha256; a larger one is
+    described without it (hashing it would outlast the function's deadline on every retry).
     The content type is the declared one, else guessed from the name.
     """
     prefix = folder if folder.endswith("/") else f"{folder}/"
     skipped = set(exclude)
+    already = {
+        (entry.get("path"), entry.get("generation")): entry
+        for entry in known
+        if entry.get("generation") is not None
+    }
     records = []
     for blob in renders_bucket.list_blobs(prefix=prefix, max_results=max_files):
         if blob.name in skipped or blob.name.endswith("/"):
+            continue
+        guessed = _guess_content_type(blob.name)
+        declared = blob.content_type if blob.content_type != "application/octet-stream" else None
+        content_type = declared or guessed or "application/octet-stream"
+        seen = already.get((blob.name, blob.generation))
+        if seen is not None:
+            records.append(
+                FileRecord(blob.name, seen["bytes"], seen["sha256"], content_type, blob.generation)
+            )
+            continue
+        if blob.size is not None and blob.size > max_hash_bytes:
+            records.append(FileRecord(blob.name, blob.size, None, content_type, blob.generation))
             continue
         digest = _HashingSink()
         try:
             blob.download_to_file(digest, if_generation_match=blob.generation)
         except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
             continue  # replaced or deleted while listing: its own event will describe it
-        guessed = _guess_content_type(blob.name)
-        declared = blob.content_type if blob.content_type != "application/octet-stream" else None
-        content_type = declared or guessed or "application/octet-stream"
-        records.append(FileRecord(blob.name, digest.size, digest.hexdigest(), content_type))
+        records.append(
+            FileRecord(blob.name, digest.size, digest.hexdigest(), content_type, blob.generation)
+        )
     return sorted(records, key=lambda record: record.path)
 
 

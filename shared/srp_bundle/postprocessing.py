@@ -28,12 +28,13 @@ from srp_bundle.derivative_store import (
     DERIVATIVES_PREFIX,
     StoredDerivative,
     delete_superseded_derivatives,
+    derivative_folder,
     describe_render_folder,
     download_render,
     store_derivatives,
 )
 from srp_bundle.derivatives import make_derivatives
-from srp_bundle.errors import ImageRejectedError
+from srp_bundle.errors import ImageRejectedError, RenderPathRejectedError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.settings import Settings
@@ -134,6 +135,11 @@ class RenderPostprocessor:
         target = render_target(self.settings, render)
         if isinstance(target, str):
             return PostprocessResult(Outcome.IGNORED, target)
+        try:
+            derivative_folder(target.collection_name, target.task_id)
+        except ValueError as error:
+            # The pattern let it through, the code never can: recorded once, not retried.
+            return self._reject(target, RenderPathRejectedError(str(error)))
 
         stored = self.store.render_result(target.task_id)
         if stored is not None and stored.change.generation >= target.generation:
@@ -178,7 +184,11 @@ class RenderPostprocessor:
             request_id=record.request_id if record else None,
         )
         other_files = describe_render_folder(
-            self.renders_bucket, target.folder, exclude=(target.object_name,)
+            self.renders_bucket,
+            target.folder,
+            exclude=(target.object_name,),
+            max_hash_bytes=self.settings.max_source_bytes,
+            known=_described_files(record, stored),
         )
         change = DerivativesReady(
             render_path=target.object_name,
@@ -239,7 +249,10 @@ class RenderPostprocessor:
             )
         # Only once nothing can point at older derivatives any more: a record keeps older
         # ones only when it failed before this generation arrived.
-        if record is None or record.render_generation in (None, stored.change.generation):
+        path_rejected = (stored.error or {}).get("code") == RenderPathRejectedError.code
+        if not path_rejected and (
+            record is None or record.render_generation in (None, stored.change.generation)
+        ):
             deleted = delete_superseded_derivatives(
                 self.derivatives_bucket,
                 target.collection_name,
@@ -253,6 +266,16 @@ class RenderPostprocessor:
                     extra=log_fields(task_id=target.task_id),
                 )
         return record
+
+
+def _described_files(
+    record: TaskRecord | None, stored: RenderResult | None
+) -> list[dict[str, Any]]:
+    """Other files already described (with their object generation) for this task."""
+    return [
+        *(record.other_files if record else ()),
+        *(stored.change.other_files if stored else ()),
+    ]
 
 
 def _log_written(target: RenderTarget, written: list[StoredDerivative], other_files: int) -> None:

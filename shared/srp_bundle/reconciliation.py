@@ -9,7 +9,7 @@ submission are re-driven (or failed once too old). A 429 from SRP ends the run e
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from srp_bundle.errors import (
@@ -24,7 +24,14 @@ from srp_bundle.render_paths import render_path
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
-from srp_bundle.task_state import SrpStatusReported, State, TaskFailed, TaskRecord, utc_now
+from srp_bundle.task_state import (
+    Clock,
+    SrpStatusReported,
+    State,
+    TaskFailed,
+    TaskRecord,
+    utc_now,
+)
 from srp_bundle.task_store import TaskStore
 
 logger = get_logger(__name__)
@@ -45,17 +52,20 @@ class Reconciler:
         submitter: Submitter,
         *,
         outbox_grace: timedelta = OUTBOX_GRACE,
+        clock: Clock = utc_now,
     ) -> None:
+        """`clock` gives the run's cutoffs; each lease the submitter takes reads its own."""
         self.settings = settings
+        self.clock = clock
         self.outbox_grace = outbox_grace
         self.store = store
         self.srp = srp
         self.publisher = publisher
         self.submitter = submitter
 
-    def run(self, now: datetime | None = None) -> Counter[str]:
+    def run(self) -> Counter[str]:
         """One pass; returns the counts it also logs."""
-        now = now or utc_now()
+        now = self.clock()
         counts: Counter[str] = Counter()
         cutoff = now - timedelta(seconds=self.settings.stale_after_seconds)
         budget, start_after = self.settings.reconcile_budget, None
@@ -64,7 +74,7 @@ class Reconciler:
             for record in page:
                 counts["checked"] += 1
                 try:
-                    counts[self._reconcile(record, now)] += 1
+                    counts[self._reconcile(record)] += 1
                 except SrpRateLimitedError as error:
                     counts["errors"] += 1
                     logger.warning(
@@ -79,6 +89,12 @@ class Reconciler:
                         error,
                         extra=log_fields(request_id=record.request_id),
                     )
+                except Exception:
+                    # One bad record never stops the run: the others still get their turn.
+                    counts["errors"] += 1
+                    logger.exception(
+                        "could not reconcile", extra=log_fields(request_id=record.request_id)
+                    )
             if len(page) < PAGE_SIZE or not page:
                 break
             budget -= len(page)
@@ -89,9 +105,9 @@ class Reconciler:
         logger.info("reconcile run", extra=log_fields(**{k: counts[k] for k in _COUNT_NAMES}))
         return counts
 
-    def _reconcile(self, record: TaskRecord, now: datetime) -> str:
+    def _reconcile(self, record: TaskRecord) -> str:
         if record.task_id is None:
-            return self._redrive(record, now)
+            return self._redrive(record)
         try:
             task = self.srp.get_task(record.task_id)
         except SrpNotFoundError:
@@ -126,9 +142,9 @@ class Reconciler:
         state = transition.record.state
         return {State.COMPLETED: "completed", State.FAILED: "failed"}.get(state, "advanced")
 
-    def _redrive(self, record: TaskRecord, now: datetime) -> str:
+    def _redrive(self, record: TaskRecord) -> str:
         try:
-            result = self.submitter.resubmit(record, now)
+            result = self.submitter.resubmit(record)
         except SubmissionDeferredError:
             return "deferred"
         return {Outcome.SUBMITTED: "resubmitted", Outcome.FAILED: "failed"}.get(

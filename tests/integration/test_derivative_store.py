@@ -174,6 +174,7 @@ def test_other_files_in_the_render_folder_are_described(bucket: storage.Bucket) 
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "content_type": content_type,
+            "generation": bucket.get_blob(name).generation,
         }
 
     assert [record.as_record() for record in records] == [
@@ -181,6 +182,32 @@ def test_other_files_in_the_render_folder_are_described(bucket: storage.Bucket) 
         expected(f"{folder}/sound.wav", "audio/wav"),
         expected(f"{folder}/turntable.mp4", "video/mp4"),
     ]
+
+
+def test_a_sibling_over_the_cap_or_already_described_is_not_read(bucket: storage.Bucket) -> None:
+    folder = f"render/{COLLECTION}/{TASK_UUID}"
+    big, known, changed = f"{folder}/film.mp4", f"{folder}/model.glb", f"{folder}/sound.wav"
+    for name, size in ((big, 5_000), (known, 100), (changed, 100)):
+        bucket.blob(name).upload_from_string(bytes(size), content_type="application/x-test")
+    described = {
+        "path": known,
+        "bytes": 100,
+        "sha256": "already-on-the-record",  # what the record has for this generation
+        "generation": bucket.get_blob(known).generation,
+    }
+    stale = {**described, "path": changed, "generation": 1}  # an older generation
+
+    records = {
+        record.path: record
+        for record in describe_render_folder(
+            bucket, folder, max_hash_bytes=1_000, known=[described, stale]
+        )
+    }
+
+    assert (records[big].bytes, records[big].sha256) == (5_000, None)  # never downloaded
+    assert records[known].sha256 == "already-on-the-record"  # not hashed again
+    assert records[changed].sha256 == hashlib.sha256(bytes(100)).hexdigest()
+    assert all(record.generation for record in records.values())
 
 
 def test_an_empty_render_folder_describes_nothing(bucket: storage.Bucket) -> None:

@@ -346,8 +346,10 @@ def test_render_becomes_derivatives_listed_on_the_record(stack: Stack) -> None:
             "bytes": len(video),
             "sha256": hashlib.sha256(video).hexdigest(),
             "content_type": "video/mp4",
+            "generation": stored.other_files[0]["generation"],
         }
     ]
+    assert stored.other_files[0]["generation"] > 0
     assert stored.state == State.SUBMITTED  # completion also needs SRP's done
     assert stack.store.render_result(task_id) is not None
 
