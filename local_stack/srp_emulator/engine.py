@@ -157,6 +157,8 @@ class Engine:
         self.requests_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.callbacks_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.paused = False
+        # Set by the control API: every held delay (late done, create_then_hang) ends now.
+        self.released = False
         self.active_renders = 0
         self.max_active_renders = 0
         self._waiting: list[Task] = []
@@ -190,6 +192,7 @@ class Engine:
             self.requests_log.clear()
             self.callbacks_log.clear()
             self.paused = False
+            self.released = False
             self.max_active_renders = self.active_renders
             self.changed.notify_all()
 
@@ -197,6 +200,18 @@ class Engine:
         """Hold or release the queue (tasks already rendering carry on)."""
         with self.changed:
             self.paused = paused
+            self.changed.notify_all()
+
+    def hold(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if released or stopping; True if the emulator is stopping."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.stopping.is_set() or self.released, seconds)
+        return self.stopping.is_set()
+
+    def release_held(self) -> None:
+        """End every held delay, now and until the next reset (tests use it to go on)."""
+        with self.changed:
+            self.released = True
             self.changed.notify_all()
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
@@ -442,7 +457,7 @@ class Engine:
 
     def _deliver_all(self, task: Task, outbox: queue.Queue[_Announcement | None]) -> None:
         while (announcement := outbox.get()) is not None:
-            if announcement.delay_seconds and self.stopping.wait(announcement.delay_seconds):
+            if announcement.delay_seconds and self.hold(announcement.delay_seconds):
                 return
             dropped = self.faults.hits("drop_callback_rate")
             duplicated = self.faults.hits("duplicate_callback_rate")

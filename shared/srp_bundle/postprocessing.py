@@ -35,9 +35,10 @@ from srp_bundle.derivative_store import (
     StoredDerivative,
     delete_superseded_derivatives,
     download_render_to_file,
+    source_folder,
     store_derivatives,
 )
-from srp_bundle.errors import ImageRejectedError
+from srp_bundle.errors import ImageRejectedError, RenderPathRejectedError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.render_outputs import Limits, ProcessedFile, process_output_file
@@ -139,6 +140,11 @@ class RenderPostprocessor:
         target = render_target(self.settings, render)
         if isinstance(target, str):
             return PostprocessResult(Outcome.IGNORED, target)
+        try:
+            source_folder(target.collection_name, target.task_id, target.object_name)
+        except ValueError as error:
+            # The pattern let it through, the code never can: recorded once, not retried.
+            return self._reject(target, RenderPathRejectedError(str(error)))
 
         stored = self.store.render_result(target.task_id, target.object_name)
         if stored is not None and stored.change.generation >= target.generation:
@@ -275,7 +281,8 @@ class RenderPostprocessor:
         # Only once nothing can point at older derivatives any more: a record keeps older
         # ones only when it failed before this generation arrived.
         recorded = _recorded_generation(record, target.object_name) if record else None
-        if record is None or recorded in (None, stored.change.generation):
+        path_rejected = (stored.error or {}).get("code") == RenderPathRejectedError.code
+        if not path_rejected and (record is None or recorded in (None, stored.change.generation)):
             deleted = delete_superseded_derivatives(
                 self.derivatives_bucket,
                 target.collection_name,

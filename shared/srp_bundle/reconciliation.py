@@ -25,6 +25,7 @@ from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
 from srp_bundle.task_state import (
+    Clock,
     SrpStatusReported,
     State,
     TaskFailed,
@@ -53,8 +54,11 @@ class Reconciler:
         *,
         outbox_grace: timedelta = OUTBOX_GRACE,
         redrive_postprocessing: Callable[[TaskRecord], int] | None = None,
+        clock: Clock = utc_now,
     ) -> None:
+        """`clock` gives the run's cutoffs; each lease the submitter takes reads its own."""
         self.settings = settings
+        self.clock = clock
         # Post-processes a record's missing output files again; None where the buckets
         # are not configured (the record then fails at its deadline without a re-drive).
         self.redrive_postprocessing = redrive_postprocessing
@@ -64,9 +68,9 @@ class Reconciler:
         self.publisher = publisher
         self.submitter = submitter
 
-    def run(self, now: datetime | None = None) -> Counter[str]:
+    def run(self) -> Counter[str]:
         """One pass; returns the counts it also logs."""
-        now = now or utc_now()
+        now = self.clock()
         counts: Counter[str] = Counter()
         cutoff = now - timedelta(seconds=self.settings.stale_after_seconds)
         budget, start_after = self.settings.reconcile_budget, None
@@ -75,7 +79,7 @@ class Reconciler:
             for record in page:
                 counts["checked"] += 1
                 try:
-                    counts[self._reconcile(record, now)] += 1
+                    counts[self._reconcile(record)] += 1
                 except SrpRateLimitedError as error:
                     counts["errors"] += 1
                     logger.warning(
@@ -90,6 +94,12 @@ class Reconciler:
                         error,
                         extra=log_fields(request_id=record.request_id),
                     )
+                except Exception:
+                    # One bad record never stops the run: the others still get their turn.
+                    counts["errors"] += 1
+                    logger.exception(
+                        "could not reconcile", extra=log_fields(request_id=record.request_id)
+                    )
             if len(page) < PAGE_SIZE or not page:
                 break
             budget -= len(page)
@@ -100,12 +110,12 @@ class Reconciler:
         logger.info("reconcile run", extra=log_fields(**{k: counts[k] for k in _COUNT_NAMES}))
         return counts
 
-    def _reconcile(self, record: TaskRecord, now: datetime) -> str:
+    def _reconcile(self, record: TaskRecord) -> str:
         if record.task_id is None:
-            return self._redrive(record, now)
+            return self._redrive(record)
         if record.state == State.RENDERED:
             # SRP already said done: only post-processing can be missing.
-            return self._rendered(record, now)
+            return self._rendered(record, self.clock())
         try:
             task = self.srp.get_task(record.task_id)
         except SrpNotFoundError:
@@ -131,9 +141,9 @@ class Reconciler:
         state = transition.record.state
         return {State.COMPLETED: "completed", State.FAILED: "failed"}.get(state, "advanced")
 
-    def _redrive(self, record: TaskRecord, now: datetime) -> str:
+    def _redrive(self, record: TaskRecord) -> str:
         try:
-            result = self.submitter.resubmit(record, now)
+            result = self.submitter.resubmit(record)
         except SubmissionDeferredError:
             return "deferred"
         return {Outcome.SUBMITTED: "resubmitted", Outcome.FAILED: "failed"}.get(

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+# Per record: duplicate task ids kept, and event-log entries written (the rest are counted).
+MAX_LIST_ENTRIES = 200
 
 
 class State(StrEnum):
@@ -90,6 +94,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# What use cases read the time from; production passes `utc_now`, tests and the simulator
+# their own.
+Clock = Callable[[], datetime]
+
+
 @dataclass
 class TaskRecord:
     """`TASKS_COLLECTION/{request_id}`: the design's fixed fields plus what the jobs need."""
@@ -114,7 +123,9 @@ class TaskRecord:
     redriven_at: datetime | None = None
     error: dict[str, str] | None = None
     duplicate_task_ids: list[str] = field(default_factory=list)
-    input_data: dict[str, Any] = field(default_factory=dict)
+    # The producer's input_data text, as published and as sent to SRP: a string is what
+    # Firestore always stores (not every JSON object is a valid map), unindexed.
+    input_data_json: str = "{}"
     priority: int | None = None
     callback_urls: list[Any] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +142,19 @@ class TaskRecord:
     unconfirmed_submissions: int = 0
     # The latest transient failure, kept so a dead-lettered request can say why it gave up.
     last_error: dict[str, str] | None = None
+    # Bounds: at most MAX_LIST_ENTRIES duplicates and event-log writes, the rest counted.
+    duplicate_task_ids_dropped: int = 0
+    event_log_entries: int = 0
+    event_log_dropped: int = 0
+    # sha256 of the Pub/Sub message data that created the record: a dead-lettered copy of
+    # a message without request_id comes with a new message id and finds its record by this.
+    message_digest: str | None = None
+
+    @property
+    def input_data(self) -> dict[str, Any]:
+        """The producer's input_data as a Python object."""
+        value: dict[str, Any] = json.loads(self.input_data_json)
+        return value
 
     @property
     def is_terminal(self) -> bool:
@@ -146,8 +170,11 @@ class TaskRecord:
     @classmethod
     def from_document(cls, document: dict[str, Any] | None) -> TaskRecord:
         """Rebuild a record from its Firestore document, ignoring fields we do not know."""
-        known = {k: v for k, v in (document or {}).items() if k in cls.__dataclass_fields__}
+        document = document or {}
+        known = {k: v for k, v in document.items() if k in cls.__dataclass_fields__}
         known["state"] = State(known.get("state", State.RECEIVED))
+        if "input_data_json" not in known and isinstance(document.get("input_data"), dict):
+            known["input_data_json"] = json.dumps(document["input_data"])  # an older record
         return cls(**known)
 
     def event_data(self) -> dict[str, Any]:
@@ -206,7 +233,15 @@ class TaskFailed:
     message: str
 
 
-Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed
+@dataclass(frozen=True)
+class DeadLettered:
+    """Pub/Sub gave up delivering the request: fail it, unless SRP already has its task."""
+
+    attempts: str
+    source: str
+
+
+Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed | DeadLettered
 
 
 @dataclass
@@ -233,11 +268,13 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
     )
     transition = Transition(record=current)
     if isinstance(change, TaskSubmitted):
-        _attach_task(transition, change.task_id, change.status, now, from_callback=False)
+        _attach_task(transition, change.task_id, change.status, now)
     elif isinstance(change, SrpStatusReported):
         _apply_status(transition, change, now)
     elif isinstance(change, DerivativesReady):
         _apply_derivatives(transition, change, now)
+    elif isinstance(change, DeadLettered):
+        _apply_dead_letter(transition, change, now)
     else:
         _fail(transition, change.code, change.message, now)
     if transition.changed:
@@ -245,20 +282,22 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
     return transition
 
 
-def _attach_task(
-    transition: Transition, task_id: str, status: str | None, now: datetime, *, from_callback: bool
-) -> bool:
+def _attach_task(transition: Transition, task_id: str, status: str | None, now: datetime) -> bool:
     """Attach SRP's task id; a second, different id is a duplicate SRP task. True if ours.
 
-    A task first named by SRP (a callback, a poll) rather than by our POST's answer, and any
-    duplicate, is the task of a POST whose answer was lost: one fewer unconfirmed submission.
+    Every POST counts in `unconfirmed_submissions` from before it is sent; each task SRP
+    names for the request (in our POST's answer, a callback or a poll; attached or a
+    duplicate) is one POST's outcome: one fewer unconfirmed submission.
     """
     record = transition.record
     if record.task_id == task_id:
         return True
     if record.task_id is not None:
         if task_id not in record.duplicate_task_ids:
-            record.duplicate_task_ids.append(task_id)
+            if len(record.duplicate_task_ids) < MAX_LIST_ENTRIES:
+                record.duplicate_task_ids.append(task_id)
+            else:
+                record.duplicate_task_ids_dropped += 1  # the record stays under 1 MiB
             record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
             transition.changed = True
             transition.log.append(
@@ -266,8 +305,7 @@ def _attach_task(
             )
         return False
     record.task_id = task_id
-    if from_callback:
-        record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
+    record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
     record.lease_owner = None
     record.lease_expires_at = None
     record.ambiguous_submit_at = None
@@ -284,7 +322,7 @@ def _attach_task(
 
 def _apply_status(transition: Transition, change: SrpStatusReported, now: datetime) -> None:
     record = transition.record
-    if not _attach_task(transition, change.task_id, None, now, from_callback=True):
+    if not _attach_task(transition, change.task_id, None, now):
         return
     if record.is_terminal:
         return
@@ -388,6 +426,18 @@ def _choose_render_path(record: TaskRecord) -> None:
     record.render_generation = int(by_path[chosen]["generation"])
 
 
+def _apply_dead_letter(transition: Transition, change: DeadLettered, now: datetime) -> None:
+    record = transition.record
+    if record.task_id is not None or record.is_terminal:
+        # SRP has the task (its callbacks finish the request), or the request is final.
+        transition.log.append(_log_entry("dead_letter_ignored", now, state=str(record.state)))
+        return
+    reason = f"gave up after {change.attempts} delivery attempts from {change.source}"
+    if record.last_error and record.last_error.get("message"):
+        reason += f"; last error: {record.last_error['message']}"
+    _fail(transition, "dead_lettered", reason, now)
+
+
 def _fail(transition: Transition, code: str, message: str, now: datetime) -> None:
     record = transition.record
     if record.is_terminal:
@@ -428,9 +478,20 @@ def _event(event_type: EventType, record: TaskRecord, now: datetime) -> dict[str
         data["render_path"] = record.render_path
     data["metadata"] = record.metadata
     data["time"] = now.isoformat()
-    # Deterministic per transition, so a consumer can drop a re-sent event.
-    event_id = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
+    # Deterministic per transition, so a consumer can drop a re-sent event; a digest, so
+    # it stays 32 characters whatever SRP's status is (Pub/Sub attributes are limited).
+    identity = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
+    event_id = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return {"event_id": event_id, "type": str(event_type), "data": data}
+
+
+def capped_log(record: TaskRecord, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries the record's event log still has room for; counts the ones dropped."""
+    room = max(0, MAX_LIST_ENTRIES - record.event_log_entries)
+    kept = entries[:room]
+    record.event_log_entries += len(kept)
+    record.event_log_dropped += len(entries) - len(kept)
+    return kept
 
 
 def _log_entry(kind: str, now: datetime, **fields: Any) -> dict[str, Any]:

@@ -6,7 +6,8 @@ Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
 - `srp_tasks_renders/{task_id}`: post-processing results keyed by SRP's task id, kept
   until (and after) a record with that task id exists, so the two can meet in any order;
 - `srp_tasks_outbox/{event}`: events decided by a committed change and not yet published
-  (written in the change's transaction, deleted once Pub/Sub has them).
+  (written in the change's transaction, deleted once Pub/Sub has them);
+- `srp_tasks_outbox_parked/{event}`: events Pub/Sub refused, with the reason (never retried).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from srp_bundle.task_state import (
     ACTIVE_STATES,
     Change,
+    Clock,
     DerivativesReady,
     TaskFailed,
     TaskRecord,
     Transition,
     advance,
+    capped_log,
     log_entry_id,
     utc_now,
 )
@@ -35,6 +38,7 @@ from srp_bundle.task_state import (
 EVENTS_SUBCOLLECTION = "events"
 RENDERS_SUFFIX = "_renders"
 OUTBOX_SUFFIX = "_outbox"
+PARKED_SUFFIX = "_outbox_parked"
 
 
 class RecordNotFoundError(LookupError):
@@ -98,12 +102,17 @@ def _render_results(document: dict[str, Any] | None) -> list[RenderResult]:
 class TaskStore:
     """Reads and transactional updates of task records, their event log and render results."""
 
-    def __init__(self, client: firestore.Client, collection: str) -> None:
+    def __init__(
+        self, client: firestore.Client, collection: str, *, clock: Clock = utc_now
+    ) -> None:
+        """`clock` stamps every write (`updated_at`, log and outbox times, transitions)."""
         self.client = client
+        self.clock = clock
         self.collection_name = collection
         self.records = client.collection(collection)
         self.renders = client.collection(collection + RENDERS_SUFFIX)
         self.outbox = client.collection(collection + OUTBOX_SUFFIX)
+        self.parked = client.collection(collection + PARKED_SUFFIX)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -119,6 +128,11 @@ class TaskStore:
         ):
             return TaskRecord.from_document(snapshot.to_dict())
         return None
+
+    def find_by_message_digest(self, digest: str) -> list[TaskRecord]:
+        """Records created by a Pub/Sub message with this data digest (usually one)."""
+        query = self.records.where(filter=FieldFilter("message_digest", "==", digest)).limit(20)
+        return [TaskRecord.from_document(snapshot.to_dict()) for snapshot in query.stream()]
 
     def event_log(self, request_id: str) -> list[dict[str, Any]]:
         """The record's event log, oldest first."""
@@ -173,8 +187,9 @@ class TaskStore:
         def create_in(transaction: firestore.Transaction) -> bool:
             if reference.get(transaction=transaction).exists:
                 return False
+            kept = capped_log(record, list(log))
             transaction.create(reference, record.to_document())
-            self._write_log(transaction, record.request_id, log)
+            self._write_log(transaction, record.request_id, kept)
             self._write_outbox(transaction, record.request_id, events)
             return True
 
@@ -194,9 +209,10 @@ class TaskStore:
             current = TaskRecord.from_document(snapshot.to_dict()) if snapshot.exists else None
             new_record, log = decide(current)
             if new_record is not None:
-                new_record.updated_at = utc_now()
+                new_record.updated_at = self.clock()
+                kept = capped_log(new_record, log)
                 transaction.set(reference, new_record.to_document())
-                self._write_log(transaction, request_id, log)
+                self._write_log(transaction, request_id, kept)
             return new_record if new_record is not None else current
 
         result: TaskRecord | None = update_in(self.client.transaction())
@@ -208,9 +224,11 @@ class TaskStore:
         change: Change,
         *,
         received: dict[str, Any] | None = None,
+        create: TaskRecord | None = None,
     ) -> Transition:
         """Apply a change to a record in one transaction; `received` is logged verbatim.
 
+        Without a record, the change applies to `create` (or RecordNotFoundError is raised).
         When the change attaches a task id for the first time, post-processing results
         already stored for that task are applied in the same transaction.
         """
@@ -219,16 +237,20 @@ class TaskStore:
         @firestore.transactional
         def apply_in(transaction: firestore.Transaction) -> Transition:
             snapshot = reference.get(transaction=transaction)
-            if not snapshot.exists:
+            if snapshot.exists:
+                record = TaskRecord.from_document(snapshot.to_dict())
+            elif create is not None:
+                record = create
+            else:
                 raise RecordNotFoundError(request_id)
-            record = TaskRecord.from_document(snapshot.to_dict())
-            transition = advance(record, change)
+            now = self.clock()
+            transition = advance(record, change, now)
             if transition.attached_task_id is not None:
                 pending = self.renders.document(transition.attached_task_id).get(
                     transaction=transaction
                 )
                 for result in _render_results(pending.to_dict() if pending.exists else None):
-                    follow_up = advance(transition.record, result.record_change())
+                    follow_up = advance(transition.record, result.record_change(), now)
                     transition.record = follow_up.record
                     transition.events += follow_up.events
                     transition.log += follow_up.log
@@ -236,9 +258,11 @@ class TaskStore:
             log = list(transition.log)
             if received is not None:
                 log.append(received)
-            if transition.changed:
+            kept = capped_log(transition.record, log)
+            if transition.changed or kept or len(kept) < len(log):
+                # The record carries the log's counters, so it is written with every entry.
                 transaction.set(reference, transition.record.to_document())
-            self._write_log(transaction, request_id, log)
+            self._write_log(transaction, request_id, kept)
             self._write_outbox(transaction, request_id, transition.events)
             return transition
 
@@ -259,7 +283,7 @@ class TaskStore:
             entries = [r.to_entry() for r in stored if r.path != result.path]
             entries.append(result.to_entry())
             entries.sort(key=lambda entry: str(entry["render_path"]))
-            document = {"task_id": result.task_id, "files": entries, "updated_at": utc_now()}
+            document = {"task_id": result.task_id, "files": entries, "updated_at": self.clock()}
             transaction.set(reference, document)
 
         save_in(self.client.transaction())
@@ -274,13 +298,26 @@ class TaskStore:
         if deleted:
             batch.commit()
 
+    def park_events(self, reasons: dict[str, str]) -> None:
+        """Move events Pub/Sub refuses out of the outbox, with the reason (one commit)."""
+        batch = self.client.batch()
+        for event_id, reason in reasons.items():
+            source = self.outbox.document(_outbox_id(event_id))
+            snapshot = source.get()
+            if not snapshot.exists:
+                continue
+            parked = {**(snapshot.to_dict() or {}), "reason": reason, "parked_at": self.clock()}
+            batch.set(self.parked.document(_outbox_id(event_id)), parked)
+            batch.delete(source)
+        batch.commit()
+
     def _write_outbox(
         self, transaction: firestore.Transaction, request_id: str, events: Iterable[dict[str, Any]]
     ) -> None:
         for event in events:
             transaction.set(
                 self.outbox.document(_outbox_id(event["event_id"])),
-                {"request_id": request_id, "event": event, "decided_at": utc_now()},
+                {"request_id": request_id, "event": event, "decided_at": self.clock()},
             )
 
     def _write_log(
@@ -288,11 +325,11 @@ class TaskStore:
     ) -> None:
         log = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION)
         for entry in entries:
-            entry = {"at": utc_now(), **entry}
+            entry = {"at": self.clock(), **entry}
             # Deterministic ids: an identical duplicate (same callback twice) is kept once.
             transaction.set(log.document(log_entry_id(entry)), entry)
 
 
 def _outbox_id(event_id: str) -> str:
-    # Event ids carry SRP's status verbatim; a digest is always a valid document id.
+    # Event ids are digests already; hashing again keeps older, longer ids valid document ids.
     return hashlib.sha256(event_id.encode()).hexdigest()[:32]

@@ -6,6 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from srp_bundle.task_state import (
+    MAX_LIST_ENTRIES,
+    DeadLettered,
     DerivativesReady,
     SrpStatusReported,
     State,
@@ -193,9 +195,9 @@ def test_unconfirmed_submissions_are_settled_by_the_task_srp_names() -> None:
     assert (record.duplicate_task_ids, record.unconfirmed_submissions) == ([other], 0)
 
 
-def test_a_task_named_by_our_post_answer_leaves_lost_posts_unconfirmed() -> None:
+def test_a_task_named_by_our_post_answer_settles_that_post_only() -> None:
     record = _record()
-    record.unconfirmed_submissions = 1
+    record.unconfirmed_submissions = 2  # an earlier lost POST, and this one's intent
     record = advance(record, TaskSubmitted(TASK, "new")).record
     assert record.unconfirmed_submissions == 1
 
@@ -268,3 +270,41 @@ def test_a_done_callback_after_reconcile_brings_the_file_list() -> None:
 
     record = advance(record, VIDEO_READY).record
     assert record.state == State.COMPLETED
+
+
+def test_a_dead_letter_fails_only_a_request_srp_has_no_task_for() -> None:
+    stuck = _record()
+    stuck.last_error = {"code": "srp_server", "message": "SRP answered 503"}
+    failed = advance(stuck, DeadLettered("5", "projects/p/subscriptions/s")).record
+    assert failed.state == State.FAILED and failed.error is not None
+    assert failed.error["code"] == "dead_lettered"
+    assert "5 delivery attempts" in failed.error["message"]
+    assert "SRP answered 503" in failed.error["message"]
+
+    attached = advance(_record(), TaskSubmitted(TASK, "new")).record
+    transition = advance(attached, DeadLettered("5", "s"))
+    assert not transition.changed and transition.record.state == State.SUBMITTED
+
+
+def test_event_ids_are_fixed_length_digests_whatever_srp_says() -> None:
+    record = advance(_record(), TaskSubmitted(TASK, "new")).record
+    events = advance(record, SrpStatusReported(TASK, "in_progress")).events
+    other = advance(record, SrpStatusReported(TASK, "running")).events
+    ids = [e["event_id"] for e in events + other]
+    assert all(len(event_id) == 32 for event_id in ids)
+    assert len(set(ids)) == len(ids)  # different transitions, different ids
+    again = advance(record, SrpStatusReported(TASK, "in_progress")).events
+    assert [e["event_id"] for e in again] == [e["event_id"] for e in events]  # deterministic
+    failed = advance(record, SrpStatusReported(TASK, "failed" + " " * 3000)).events
+    assert failed and all(len(e["event_id"]) == 32 for e in failed)
+
+
+def test_duplicate_task_ids_are_capped_and_the_rest_counted() -> None:
+    record = advance(_record(), TaskSubmitted(TASK, "new")).record
+    for number in range(MAX_LIST_ENTRIES + 5):
+        other = f"00000000-0000-4000-8000-{number:012d}"
+        record = advance(record, SrpStatusReported(other, "in_progress")).record
+
+    assert len(record.duplicate_task_ids) == MAX_LIST_ENTRIES
+    assert record.duplicate_task_ids_dropped == 5
+    assert record.task_id == TASK

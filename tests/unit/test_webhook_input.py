@@ -9,12 +9,13 @@ import pytest
 
 from srp_bundle.callback_auth import callback_token, token_is_valid
 from srp_bundle.errors import InvalidMessageError
+from srp_bundle.events import PublishOutcome
 from srp_bundle.json_limits import nesting_depth, parse_json
 from srp_bundle.reconciliation import Reconciler
 from srp_bundle.render_paths import check_output_files, render_path, task_folder
 from srp_bundle.settings import load_settings
 from srp_bundle.srp_models import SrpCollection, SrpTask
-from srp_bundle.task_state import State, TaskRecord, Transition, advance, utc_now
+from srp_bundle.task_state import State, TaskRecord, Transition, advance
 
 SECRET = "s3cret-s3cret-s3cret"
 TASK = "0b7e4a53-4bd5-4f2e-9a49-1c6c3a8f0d11"
@@ -159,8 +160,8 @@ class _Srp:
 
 
 class _Publisher:
-    def publish(self, events: Any) -> list[str]:
-        return [event["event_id"] for event in events]
+    def publish(self, events: Any) -> PublishOutcome:
+        return PublishOutcome(published=[event["event_id"] for event in events])
 
 
 @pytest.mark.parametrize(
@@ -182,7 +183,7 @@ def test_reconcile_never_builds_a_render_path_from_srp_s_collection_name(
         submitter=None,  # type: ignore[arg-type]
     )
 
-    reconciler._reconcile(record, utc_now())
+    reconciler._reconcile(record)
 
     assert [change.output_files for change in store.changes] == [()]
     assert store.records["r-1"].state == State.RENDERED

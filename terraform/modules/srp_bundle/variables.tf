@@ -205,12 +205,6 @@ variable "retention" {
   }
 }
 
-variable "event_log_ttl_enabled" {
-  type        = bool
-  description = "Turn on the Firestore TTL policy that deletes event log entries (subcollection `events`) once their `expire_at` has passed."
-  default     = false
-}
-
 variable "deletion_protection" {
   type        = bool
   description = "Protect the Firestore database and non-empty buckets from `terraform destroy`."
