@@ -104,7 +104,7 @@ class SrpConnectionError(SrpError):
 
 
 class ImageRejectedError(BundleError):
-    """A render can never become derivatives; `code` says why."""
+    """A render output (image, video, audio, ...) can never be post-processed; `code` says why."""
 
     code = "image_rejected"
 
@@ -131,6 +131,24 @@ class SourceTooLargeError(ImageRejectedError):
     """The render object is larger than the function is allowed to read."""
 
     code = "source_too_large"
+
+
+class CorruptMediaError(ImageRejectedError):
+    """A video or audio file that ffprobe or ffmpeg cannot read, or that has no usable stream."""
+
+    code = "corrupt_media"
+
+
+class MediaTooLongError(ImageRejectedError):
+    """A video or audio render longer than MAX_MEDIA_SECONDS."""
+
+    code = "media_too_long"
+
+
+class MediaTimeoutError(ImageRejectedError):
+    """ffmpeg or ffprobe ran past MEDIA_TIMEOUT_SECONDS on this file (a crafted or huge input)."""
+
+    code = "media_timeout"
 
 
 class RenderPathRejectedError(ImageRejectedError):

@@ -4,23 +4,23 @@ Run on a schedule. Active records with no news for `STALE_AFTER_SECONDS` are rea
 from SRP, oldest first, page by page, at most `RECONCILE_BUDGET` per run; SRP's status
 goes through exactly the same state machine as a callback. Records stuck before
 submission are re-driven (or failed once too old). A 429 from SRP ends the run early.
+
+A record `rendered` (SRP said done) for longer than RENDERED_DEADLINE_SECONDS without
+every output file post-processed is re-driven once from the renders bucket (its missing
+files processed here, as postprocess_render would); still `rendered` at a later run, it
+fails with `postprocess_deadline`: nothing stays `rendered` forever.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from srp_bundle.errors import (
-    InvalidMessageError,
-    SrpError,
-    SrpNotFoundError,
-    SrpRateLimitedError,
-)
+from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
 from srp_bundle.events import EventPublisher, publish_transition, republish_pending
 from srp_bundle.log import get_logger, log_fields
-from srp_bundle.render_paths import render_path
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
@@ -30,6 +30,7 @@ from srp_bundle.task_state import (
     State,
     TaskFailed,
     TaskRecord,
+    missing_outputs,
     utc_now,
 )
 from srp_bundle.task_store import TaskStore
@@ -52,11 +53,15 @@ class Reconciler:
         submitter: Submitter,
         *,
         outbox_grace: timedelta = OUTBOX_GRACE,
+        redrive_postprocessing: Callable[[TaskRecord], int] | None = None,
         clock: Clock = utc_now,
     ) -> None:
         """`clock` gives the run's cutoffs; each lease the submitter takes reads its own."""
         self.settings = settings
         self.clock = clock
+        # Post-processes a record's missing output files again; None where the buckets
+        # are not configured (the record then fails at its deadline without a re-drive).
+        self.redrive_postprocessing = redrive_postprocessing
         self.outbox_grace = outbox_grace
         self.store = store
         self.srp = srp
@@ -108,6 +113,9 @@ class Reconciler:
     def _reconcile(self, record: TaskRecord) -> str:
         if record.task_id is None:
             return self._redrive(record)
+        if record.state == State.RENDERED:
+            # SRP already said done: only post-processing can be missing.
+            return self._rendered(record, self.clock())
         try:
             task = self.srp.get_task(record.task_id)
         except SrpNotFoundError:
@@ -118,21 +126,12 @@ class Reconciler:
             )
             publish_transition(self.store, self.publisher, record.request_id, transition.events)
             return "failed"
-        output_files: tuple[str, ...] = ()
-        if task.status == "done" and task.collection is not None:
-            # GET does not list output files; SRP's documented layout names the render,
-            # from a collection name we check like any path SRP sends.
-            try:
-                output_files = (render_path(task.collection.name or "", record.task_id),)
-            except InvalidMessageError as error:
-                logger.warning(
-                    "no output path from SRP's task: %s",
-                    error,
-                    extra=log_fields(request_id=record.request_id),
-                )
+        # GET does not list output files (a render may be a PNG, a video, a sound, a model):
+        # without them, the first file post-processed completes the request, unless SRP's
+        # done callback still brings the list (see task_state).
         transition = self.store.apply(
             record.request_id,
-            SrpStatusReported(record.task_id, task.status, output_files, source="reconcile"),
+            SrpStatusReported(record.task_id, task.status, (), source="reconcile"),
             received={"kind": "reconcile", "status": task.status},
         )
         publish_transition(self.store, self.publisher, record.request_id, transition.events)
@@ -151,6 +150,48 @@ class Reconciler:
             result.outcome, "unchanged"
         )
 
+    def _rendered(self, record: TaskRecord, now: datetime) -> str:
+        deadline = timedelta(seconds=self.settings.rendered_deadline_seconds)
+        if now - (record.rendered_at or record.updated_at) < deadline:
+            self._touch(record.request_id)
+            return "unchanged"
+        if record.redriven_at is None:
+            # Marked first: a re-drive that crashes half-way is not repeated forever.
+            self._mark_redriven(record.request_id, now)
+            found = self.redrive_postprocessing(record) if self.redrive_postprocessing else 0
+            logger.warning(
+                "post-processing re-driven past the deadline: %d of %d missing files found",
+                found,
+                len(missing_outputs(record)),
+                extra=log_fields(request_id=record.request_id),
+            )
+            current = self.store.get(record.request_id)
+            if current is not None and current.state == State.COMPLETED:
+                return "completed"
+            return "redriven"
+        missing = ", ".join(missing_outputs(record)) or "no output file"
+        reason = (
+            f"post-processing did not finish within {deadline.total_seconds():.0f} s of SRP's "
+            f"done, even after a re-drive; missing: {missing}"
+        )
+        transition = self.store.apply(
+            record.request_id,
+            TaskFailed("postprocess_deadline", reason),
+            received={"kind": "reconcile", "status": "postprocess_deadline"},
+        )
+        publish_transition(self.store, self.publisher, record.request_id, transition.events)
+        return "failed"
+
+    def _mark_redriven(self, request_id: str, now: datetime) -> None:
+        def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
+            if record is None or record.state != State.RENDERED:
+                return None, []
+            record.redriven_at = now
+            missing = missing_outputs(record)
+            return record, [{"kind": "postprocess_redriven", "at": now, "missing": missing}]
+
+        self.store.update(request_id, decide)
+
     def _touch(self, request_id: str) -> None:
         """Move a record that had no news to the back of the queue, so others get their turn."""
 
@@ -166,6 +207,7 @@ _COUNT_NAMES = (
     "completed",
     "failed",
     "resubmitted",
+    "redriven",
     "deferred",
     "unchanged",
     "errors",

@@ -9,7 +9,8 @@ means for the record, which events go out, and what the event log keeps.
 
 A record never moves backwards; `completed` and `failed` are final. `render.completed`
 goes out exactly once: on the transition into `completed`, which needs both SRP's
-`done` and the derivatives, in whichever order they arrive.
+`done` and every file of its `output_files` post-processed (or described), in whichever
+order the callback and the storage events arrive.
 """
 
 from __future__ import annotations
@@ -109,9 +110,17 @@ class TaskRecord:
     status: str | None = None
     output_files: list[str] = field(default_factory=list)
     derivatives: list[dict[str, Any]] = field(default_factory=list)
+    # Every output file post-processed: {path, generation, kind, format, content_type,
+    # bytes, sha256} plus what its kind measures (duration, codec, meshes, ...).
+    files: list[dict[str, Any]] = field(default_factory=list)
+    # The files without derivatives (3D and anything else), as described in `files`.
     other_files: list[dict[str, Any]] = field(default_factory=list)
+    # The primary render: the first output file that is an image or a video.
     render_path: str | None = None
     render_generation: int | None = None
+    # When SRP said done, and when reconcile re-drove post-processing past the deadline.
+    rendered_at: datetime | None = None
+    redriven_at: datetime | None = None
     error: dict[str, str] | None = None
     duplicate_task_ids: list[str] = field(default_factory=list)
     # The producer's input_data text, as published and as sent to SRP: a string is what
@@ -204,12 +213,16 @@ class SrpStatusReported:
 
 @dataclass(frozen=True)
 class DerivativesReady:
-    """Post-processing finished for one generation of the render."""
+    """Post-processing finished for one generation of one output file (`render_path`).
+
+    `derivatives` are its derivatives (each with `source` and `role`), `file` its
+    description (kind, format, content_type, bytes, sha256, measures).
+    """
 
     render_path: str
     generation: int
     derivatives: tuple[dict[str, Any], ...]
-    other_files: tuple[dict[str, Any], ...] = ()
+    file: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -249,6 +262,7 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
         record,
         output_files=list(record.output_files),
         derivatives=list(record.derivatives),
+        files=list(record.files),
         other_files=list(record.other_files),
         duplicate_task_ids=list(record.duplicate_task_ids),
     )
@@ -321,6 +335,12 @@ def _apply_status(transition: Transition, change: SrpStatusReported, now: dateti
         reason = change.reason or f"SRP reported status {change.status!r}"
         _fail(transition, "srp_render_failed", reason, now)
         return
+    if target == State.RENDERED == record.state and change.output_files and not record.output_files:
+        # Reconcile saw `done` without the file list; SRP's callback brings it now.
+        record.output_files = list(change.output_files)
+        transition.changed = True
+        _choose_render_path(record)
+        return
     if _RANK[target] < _RANK[record.state] or (
         _RANK[target] == _RANK[record.state] and record.status == change.status
     ):
@@ -329,7 +349,9 @@ def _apply_status(transition: Transition, change: SrpStatusReported, now: dateti
     transition.changed = True
     if target == State.RENDERED:
         record.output_files = list(change.output_files)
-        if record.derivatives:
+        record.rendered_at = now
+        _choose_render_path(record)
+        if all_outputs_handled(record):
             target = State.COMPLETED
     if target == record.state:
         transition.events.append(_event(EventType.TASK_STATUS_CHANGED, record, now))
@@ -342,18 +364,66 @@ def _apply_derivatives(transition: Transition, change: DerivativesReady, now: da
     if record.state == State.FAILED:
         transition.log.append(_log_entry("derivatives_ignored", now, reason="task failed"))
         return
-    if record.render_generation is not None and change.generation <= record.render_generation:
-        return  # this generation (or a newer one) is already recorded
-    record.derivatives = list(change.derivatives)
-    record.other_files = list(change.other_files)
-    record.render_path = change.render_path
-    record.render_generation = change.generation
+    path = change.render_path
+    known = next((f for f in record.files if f.get("path") == path), None)
+    if known is not None and int(known.get("generation", 0)) >= change.generation:
+        return  # this generation of this file (or a newer one) is already recorded
+    description = {**change.file, "path": path, "generation": change.generation}
+    record.files = sorted(
+        [f for f in record.files if f.get("path") != path] + [description],
+        key=lambda f: str(f["path"]),
+    )
+    # Stable sort: each file's derivatives keep their order (the specs', then the preview).
+    record.derivatives = sorted(
+        [d for d in record.derivatives if d.get("source") != path] + list(change.derivatives),
+        key=lambda d: str(d.get("source", "")),
+    )
+    record.other_files = [f for f in record.files if not _has_derivatives(f)]
+    _choose_render_path(record)
     transition.changed = True
     transition.log.append(
-        _log_entry("derivatives", now, generation=change.generation, count=len(change.derivatives))
+        _log_entry(
+            "derivatives",
+            now,
+            path=path,
+            generation=change.generation,
+            count=len(change.derivatives),
+        )
     )
-    if record.state == State.RENDERED:
+    if record.state == State.RENDERED and all_outputs_handled(record):
         _move(transition, State.COMPLETED, now)
+
+
+def all_outputs_handled(record: TaskRecord) -> bool:
+    """Every file in `output_files` is post-processed; without the list, at least one file."""
+    handled = {f.get("path") for f in record.files}
+    if record.output_files:
+        return all(path in handled for path in record.output_files)
+    return bool(handled)
+
+
+def missing_outputs(record: TaskRecord) -> list[str]:
+    """The files of `output_files` not post-processed yet."""
+    handled = {f.get("path") for f in record.files}
+    return [path for path in record.output_files if path not in handled]
+
+
+def _has_derivatives(file: dict[str, Any]) -> bool:
+    return file.get("kind") in ("image", "video", "audio")
+
+
+def _choose_render_path(record: TaskRecord) -> None:
+    """The primary render: the first image or video in `output_files` order, else any file."""
+    by_path = {f["path"]: f for f in record.files}
+    order = [p for p in record.output_files if p in by_path] + sorted(
+        p for p in by_path if p not in record.output_files
+    )
+    visual = [p for p in order if by_path[p].get("kind") in ("image", "video")]
+    chosen = (visual or order or [None])[0]
+    if chosen is None:
+        return
+    record.render_path = chosen
+    record.render_generation = int(by_path[chosen]["generation"])
 
 
 def _apply_dead_letter(transition: Transition, change: DeadLettered, now: datetime) -> None:
@@ -404,6 +474,7 @@ def _event(event_type: EventType, record: TaskRecord, now: datetime) -> dict[str
     if event_type == EventType.RENDER_COMPLETED:
         data["output_files"] = record.output_files
         data["derivatives"] = record.derivatives
+        data["files"] = record.files
         data["render_path"] = record.render_path
     data["metadata"] = record.metadata
     data["time"] = now.isoformat()

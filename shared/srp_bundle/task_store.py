@@ -47,15 +47,20 @@ class RecordNotFoundError(LookupError):
 
 @dataclass(frozen=True)
 class RenderResult:
-    """What post-processing recorded for one SRP task (see `DerivativesReady`).
+    """What post-processing recorded for one output file of one SRP task.
 
-    With `error` (`{code, message}`), that generation of the render can never become
-    derivatives: `change` then lists none, and the record it meets fails instead.
+    With `error` (`{code, message}`), that generation of the file can never be
+    post-processed: `change` then lists no derivatives, and the record it meets fails.
     """
 
     task_id: str
     change: DerivativesReady
     error: dict[str, str] | None = None
+
+    @property
+    def path(self) -> str:
+        """The output file this result is about."""
+        return self.change.render_path
 
     def record_change(self) -> DerivativesReady | TaskFailed:
         """What this result means for the task record."""
@@ -63,32 +68,35 @@ class RenderResult:
             return TaskFailed(self.error["code"], self.error["message"])
         return self.change
 
-    def to_document(self) -> dict[str, Any]:
-        """The Firestore document."""
+    def to_entry(self) -> dict[str, Any]:
+        """One item of the task's `files` list in Firestore."""
         return {
-            "task_id": self.task_id,
             "render_path": self.change.render_path,
             "generation": self.change.generation,
             "derivatives": list(self.change.derivatives),
-            "other_files": list(self.change.other_files),
+            "file": dict(self.change.file),
             "error": self.error,
-            "updated_at": utc_now(),
         }
 
     @classmethod
-    def from_document(cls, document: dict[str, Any] | None) -> RenderResult:
-        """Rebuild from Firestore."""
-        document = document or {}
+    def from_entry(cls, task_id: str, entry: dict[str, Any]) -> RenderResult:
+        """Rebuild one file's result from Firestore."""
         return cls(
-            task_id=document["task_id"],
+            task_id=task_id,
             change=DerivativesReady(
-                render_path=document["render_path"],
-                generation=int(document["generation"]),
-                derivatives=tuple(document.get("derivatives", [])),
-                other_files=tuple(document.get("other_files", [])),
+                render_path=entry["render_path"],
+                generation=int(entry["generation"]),
+                derivatives=tuple(entry.get("derivatives", [])),
+                file=dict(entry.get("file") or {}),
             ),
-            error=document.get("error"),
+            error=entry.get("error"),
         )
+
+
+def _render_results(document: dict[str, Any] | None) -> list[RenderResult]:
+    document = document or {}
+    task_id = document.get("task_id", "")
+    return [RenderResult.from_entry(task_id, entry) for entry in document.get("files", [])]
 
 
 class TaskStore:
@@ -131,10 +139,14 @@ class TaskStore:
         entries = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION).stream()
         return sorted((e.to_dict() for e in entries), key=lambda entry: entry["at"])
 
-    def render_result(self, task_id: str) -> RenderResult | None:
-        """Post-processing results stored for an SRP task, or None."""
+    def render_results(self, task_id: str) -> list[RenderResult]:
+        """Post-processing results stored for an SRP task, one per output file."""
         snapshot = self.renders.document(task_id).get()
-        return RenderResult.from_document(snapshot.to_dict()) if snapshot.exists else None
+        return _render_results(snapshot.to_dict()) if snapshot.exists else []
+
+    def render_result(self, task_id: str, path: str) -> RenderResult | None:
+        """The result stored for one output file of an SRP task, or None."""
+        return next((r for r in self.render_results(task_id) if r.path == path), None)
 
     def stale_records(
         self, updated_before: datetime, limit: int, start_after: datetime | None = None
@@ -237,12 +249,8 @@ class TaskStore:
                 pending = self.renders.document(transition.attached_task_id).get(
                     transaction=transaction
                 )
-                if pending.exists:
-                    follow_up = advance(
-                        transition.record,
-                        RenderResult.from_document(pending.to_dict()).record_change(),
-                        now,
-                    )
+                for result in _render_results(pending.to_dict() if pending.exists else None):
+                    follow_up = advance(transition.record, result.record_change(), now)
                     transition.record = follow_up.record
                     transition.events += follow_up.events
                     transition.log += follow_up.log
@@ -262,15 +270,21 @@ class TaskStore:
         return result
 
     def save_render_result(self, result: RenderResult) -> None:
-        """Store post-processing results for a task (a newer generation replaces an older one)."""
+        """Store one file's result (a newer generation of the file replaces an older one)."""
         reference = self.renders.document(result.task_id)
 
         @firestore.transactional
         def save_in(transaction: firestore.Transaction) -> None:
             snapshot = reference.get(transaction=transaction)
-            if snapshot.exists and int(snapshot.get("generation")) >= result.change.generation:
+            stored = _render_results(snapshot.to_dict()) if snapshot.exists else []
+            known = next((r for r in stored if r.path == result.path), None)
+            if known is not None and known.change.generation >= result.change.generation:
                 return
-            transaction.set(reference, result.to_document())
+            entries = [r.to_entry() for r in stored if r.path != result.path]
+            entries.append(result.to_entry())
+            entries.sort(key=lambda entry: str(entry["render_path"]))
+            document = {"task_id": result.task_id, "files": entries, "updated_at": self.clock()}
+            transaction.set(reference, document)
 
         save_in(self.client.transaction())
 

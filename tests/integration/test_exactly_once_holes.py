@@ -632,14 +632,13 @@ def test_a_render_path_the_code_refuses_is_a_recorded_rejection(
     postprocessor = RenderPostprocessor(
         settings, pipeline.store, pipeline.storage, pipeline.events_publisher
     )
-    render = StorageObject(
-        pipeline.renders_bucket, f"render/{collection_name}/{task_id}/render.png", 1700000000
-    )
+    path = f"render/{collection_name}/{task_id}/render.png"
+    render = StorageObject(pipeline.renders_bucket, path, 1700000000)
 
     outcome = postprocessor.process(render)  # returns: acknowledged, never retried
 
     assert outcome.outcome == "rejected"
-    stored = pipeline.store.render_result(task_id)
+    stored = pipeline.store.render_result(task_id, path)
     assert stored is not None and stored.error["code"] == "render_path_rejected"
     record = pipeline.record(request["request_id"])
     assert record.state == State.FAILED and record.error["code"] == "render_path_rejected"

@@ -18,10 +18,22 @@ from srp_bundle.task_state import (
 )
 
 TASK = "7f6c1c52-0d36-4a7f-9d1e-1a2b3c4d5e6f"
+RENDER = f"render/demo/{TASK}/render.png"
+VIDEO = f"render/demo/{TASK}/render.mp4"
 DERIVATIVES = DerivativesReady(
-    render_path=f"render/demo/{TASK}/render.png",
+    render_path=RENDER,
     generation=1,
-    derivatives=({"path": "d/512.webp", "width": 512, "height": 512},),
+    derivatives=({"path": "d/512.webp", "width": 512, "height": 512, "source": RENDER},),
+    file={"kind": "image", "format": "png"},
+)
+VIDEO_READY = DerivativesReady(
+    render_path=VIDEO,
+    generation=5,
+    derivatives=(
+        {"path": "d/v/poster-512.webp", "source": VIDEO, "role": "poster"},
+        {"path": "d/v/preview-320.webp", "source": VIDEO, "role": "preview"},
+    ),
+    file={"kind": "video", "format": "mp4", "duration": 2.0},
 )
 
 
@@ -120,9 +132,9 @@ def test_a_callback_attaches_the_task_when_the_post_answer_was_lost() -> None:
 
 def test_a_newer_generation_replaces_derivatives_without_a_second_completion() -> None:
     record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done"), DERIVATIVES])
-    newer = DerivativesReady(DERIVATIVES.render_path, 2, ({"path": "d/g2/512.webp"},))
+    newer = DerivativesReady(RENDER, 2, ({"path": "d/g2/512.webp", "source": RENDER},))
     transition = advance(record, newer)
-    assert transition.record.derivatives == [{"path": "d/g2/512.webp"}]
+    assert transition.record.derivatives == [{"path": "d/g2/512.webp", "source": RENDER}]
     assert transition.events == []
     assert not advance(transition.record, DERIVATIVES).changed  # older generation: ignored
 
@@ -188,6 +200,76 @@ def test_a_task_named_by_our_post_answer_settles_that_post_only() -> None:
     record.unconfirmed_submissions = 2  # an earlier lost POST, and this one's intent
     record = advance(record, TaskSubmitted(TASK, "new")).record
     assert record.unconfirmed_submissions == 1
+
+
+def test_several_outputs_complete_only_when_every_one_is_handled() -> None:
+    done = SrpStatusReported(TASK, "done", (RENDER, VIDEO))
+    for order in ([DERIVATIVES, done, VIDEO_READY], [done, VIDEO_READY, DERIVATIVES]):
+        record, events = _run([TaskSubmitted(TASK), *order[:2]])
+        assert record.state == State.RENDERED
+        assert "render.completed" not in events
+
+        record, events = _run([TaskSubmitted(TASK), *order])
+
+        assert record.state == State.COMPLETED
+        assert events.count("render.completed") == 1
+        assert [f["path"] for f in record.files] == [VIDEO, RENDER]  # sorted by path
+        assert {(d["source"], d.get("role")) for d in record.derivatives} == {
+            (RENDER, None),
+            (VIDEO, "poster"),
+            (VIDEO, "preview"),
+        }
+        assert record.render_path == RENDER
+
+
+def test_render_completed_carries_every_derivative_and_file() -> None:
+    record = _run([TaskSubmitted(TASK), VIDEO_READY, DERIVATIVES])[0]
+    transition = advance(record, SrpStatusReported(TASK, "done", (RENDER, VIDEO)))
+
+    (completed,) = [e for e in transition.events if e["type"] == "render.completed"]
+    assert [d["path"] for d in completed["data"]["derivatives"]] == [
+        "d/v/poster-512.webp",
+        "d/v/preview-320.webp",
+        "d/512.webp",
+    ]
+    assert [f["path"] for f in completed["data"]["files"]] == [VIDEO, RENDER]
+
+
+def test_a_file_outside_output_files_is_recorded_but_not_awaited() -> None:
+    record = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done", (VIDEO,)), VIDEO_READY])[0]
+    assert record.state == State.COMPLETED
+    assert record.render_path == VIDEO
+
+    record = advance(record, DERIVATIVES).record  # a late extra file: recorded, no new event
+    assert [f["path"] for f in record.files] == [VIDEO, RENDER]  # sorted by path
+
+
+def test_a_model_is_described_without_derivatives() -> None:
+    model = f"render/demo/{TASK}/scene.glb"
+    described = DerivativesReady(model, 3, (), {"kind": "model", "format": "glb", "meshes": 2})
+    record = _run([TaskSubmitted(TASK), described, SrpStatusReported(TASK, "done", (model,))])[0]
+    assert record.state == State.COMPLETED
+    assert record.other_files == [
+        {"kind": "model", "format": "glb", "meshes": 2, "path": model, "generation": 3}
+    ]
+    assert record.derivatives == []
+
+
+def test_a_done_callback_after_reconcile_brings_the_file_list() -> None:
+    record, events = _run(
+        [
+            TaskSubmitted(TASK),
+            SrpStatusReported(TASK, "done", (), source="reconcile"),
+            SrpStatusReported(TASK, "done", (RENDER, VIDEO)),
+            DERIVATIVES,
+        ]
+    )
+    assert record.output_files == [RENDER, VIDEO]
+    assert record.state == State.RENDERED  # the video is still missing
+    assert "render.completed" not in events
+
+    record = advance(record, VIDEO_READY).record
+    assert record.state == State.COMPLETED
 
 
 def test_a_dead_letter_fails_only_a_request_srp_has_no_task_for() -> None:
