@@ -27,11 +27,12 @@ from srp_bundle import dead_letters, task_state
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage, StorageObject
 from srp_bundle.dead_letters import DELIVERY_COUNT_ATTRIBUTE, SOURCE_SUBSCRIPTION_ATTRIBUTE
-from srp_bundle.derivatives import EncodedDerivative, ImageInfo, RenderDerivatives
+from srp_bundle.derivatives import EncodedDerivative, ImageInfo
 from srp_bundle.errors import CorruptImageError
 from srp_bundle.events import EventPublisher
 from srp_bundle.postprocessing import RenderPostprocessor
 from srp_bundle.reconciliation import Reconciler
+from srp_bundle.render_outputs import ProcessedFile
 from srp_bundle.render_requests import request_id_hint
 from srp_bundle.settings import Settings, parse_derivative_specs
 from srp_bundle.srp_client import SrpClient
@@ -186,7 +187,7 @@ class Simulation:
             self.store,
             self.storage.client(),
             self.publisher,
-            make_images=_fake_images,
+            process_file=_fake_process_file,
         )
         # reconcile_tasks is its own function: its own Submitter, as in production.
         self.reconciler = Reconciler(
@@ -195,6 +196,13 @@ class Simulation:
             self.srp_client,
             self.publisher,
             Submitter(self.settings, self.store, self.srp_client, self.publisher),
+            redrive_postprocessing=RenderPostprocessor(
+                self.settings,
+                self.store,
+                self.storage.client(),
+                self.publisher,
+                process_file=_fake_process_file,
+            ).redrive,
         )
         # Book-keeping for the invariants.
         self.expected: dict[str, str] = {}  # request id -> how it was produced
@@ -312,9 +320,8 @@ class Simulation:
         self._subscribe_submit(PubsubMessage(message_id, data, {}, world.now()))
         if world.fault("ps_duplicate_publish"):
             again = self._message_id()
-            if "request_id" not in body or kind == "not JSON":
-                # Without request_id each message is its own request (the design says so).
-                self.expected[request_id_hint(data, again)] = kind
+            # Without a usable request_id each message is its own request (the design says so).
+            self.expected[request_id_hint(data, again)] = kind
             world.note("producer", f"publishes it again as message {again}")
             self._subscribe_submit(PubsubMessage(again, data, {}, world.now()))
 
@@ -719,19 +726,31 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, ValueError) and isinstance(error.__cause__, exceptions.Aborted)
 
 
-def _fake_images(source: bytes, specs: Any, *, max_pixels: int, **_: Any) -> RenderDerivatives:
-    """Derivatives without pixels: a PNG makes one small file per spec, anything else is corrupt."""
-    if not isinstance(source, bytes) or not source.startswith(PNG):
+def _fake_process_file(path: str, specs: Any, limits: Any, **_: Any) -> ProcessedFile:
+    """Media work without pixels: a PNG makes one small file per spec, `CORRUPT` is refused,
+    anything else is described as an other file (real media: tests/unit, tests/integration)."""
+    with open(path, "rb") as source:
+        data = source.read()
+    digest = hashlib.sha256(data).hexdigest()
+    description: dict[str, Any] = {"bytes": len(data), "sha256": digest}
+    if data.startswith(b"CORRUPT"):
         raise CorruptImageError("simulated: not a decodable PNG")
-    digest = hashlib.sha256(source).hexdigest()
+    if not data.startswith(PNG):
+        kind = {"kind": "other", "format": "unknown", "content_type": "application/octet-stream"}
+        return ProcessedFile({**kind, **description}, ())
     items = []
     for spec in specs:
-        data = f"{digest}:{spec.size}:{spec.image_format}".encode()
+        encoded = f"{digest}:{spec.size}:{spec.image_format}".encode()
         info = ImageInfo(
-            spec.size, spec.size, spec.image_format, len(data), hashlib.sha256(data).hexdigest()
+            spec.size,
+            spec.size,
+            spec.image_format,
+            len(encoded),
+            hashlib.sha256(encoded).hexdigest(),
         )
-        items.append(EncodedDerivative(spec, data, info))
-    return RenderDerivatives(ImageInfo(4096, 4096, "png", len(source), digest), tuple(items))
+        items.append(EncodedDerivative(spec, encoded, info))
+    image = {"kind": "image", "format": "png", "content_type": "image/png"}
+    return ProcessedFile({**image, **description, "width": 4096, "height": 4096}, tuple(items))
 
 
 def _uuid(rng: random.Random) -> str:

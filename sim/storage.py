@@ -136,6 +136,12 @@ class Blob:
         """The bytes of the live generation."""
         return self._live(if_generation_match).data
 
+    def download_to_filename(self, path: str, if_generation_match: int | None = None) -> None:
+        """Write the bytes of the live generation to a local file."""
+        data = self._live(if_generation_match).data
+        with open(path, "wb") as sink:
+            sink.write(data)
+
     def download_to_file(self, sink: Any, if_generation_match: int | None = None) -> None:
         """Stream the bytes into `sink`."""
         sink.write(self._live(if_generation_match).data)

@@ -113,6 +113,10 @@ class EmulatorControl:
         """Release the queue."""
         self._post("resume")
 
+    def release(self) -> None:
+        """End every held delay (late `done` callbacks, create_then_hang answers) now."""
+        self._post("release")
+
     def stats(self) -> dict[str, Any]:
         """Render counters: active, most at once, tasks by status."""
         stats: dict[str, Any] = self._get("stats", {})
