@@ -510,7 +510,9 @@ class Simulation:
                 "2-one-task",
                 f"{post.request_id}: POSTed again after task {last.task_id[:8]} was attached",
             )
-        if waited < wait:
+        # The wait runs from the intent recorded before the POST, which reaches SRP at most
+        # one client timeout later: POSTs this close together never waited.
+        if waited < wait - self.settings.srp_timeout_seconds:
             self._violate(
                 "2-one-task",
                 f"{post.request_id}: a second SRP task {waited:.1f}s after the POST that created"
