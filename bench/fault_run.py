@@ -1,7 +1,8 @@
 """Every fault mode at once on the whole local stack, N requests: is anything lost or doubled?
 
 One fresh stack runs N requests with no faults (the baseline), another the same N with every
-SRP fault mode and the Firestore commit faults (local_stack.fault_run: answers lost with
+SRP fault mode (each API fault certain for one request, then all at their rates) and the
+Firestore commit faults (local_stack.fault_run: answers lost with
 DEADLINE_EXCEEDED for the first half, UNAVAILABLE for the second), reconcile running as
 Cloud Scheduler would. The fault run is audited with the invariants the end-to-end tests
 check; the table gives wall times, the notes the counts (states, SRP tasks attached,
@@ -22,8 +23,8 @@ from local_stack.bridge import RetryPolicy
 from local_stack.fault_run import (
     FAULT_RUN_ENV,
     FIRESTORE_FAULTS,
-    SRP_FAULTS,
     audit,
+    publish_under_each_post_fault,
     wait_with_reconcile,
 )
 from local_stack.stack import LocalStack, StackConfig
@@ -53,8 +54,6 @@ def _config(faults: bool) -> StackConfig:
         srp_parallel=4,
         srp_queue_seconds=0.05,
         srp_render_seconds=0.1,
-        srp_seed=21 if faults else None,
-        srp_faults=SRP_FAULTS if faults else None,
         firestore_faults=(
             {**FIRESTORE_FAULTS, "seed": 21, "drop_answer_code": "DEADLINE_EXCEEDED"}
             if faults
@@ -70,13 +69,18 @@ def _run(count: int, faults: bool, log: Callable[[str], None]) -> dict[str, Any]
     inputs = _inputs(count)
     with LocalStack(_config(faults)) as stack:
         started = time.monotonic()
-        half = count // 2
-        ids = [stack.publish_request(SAMPLE_COLLECTION_ID, item) for item in inputs[:half]]
+        pending = iter(inputs)
+
+        def publish() -> str:
+            return stack.publish_request(SAMPLE_COLLECTION_ID, next(pending))
+
+        ids = publish_under_each_post_fault(stack, publish, seed=21) if faults else []
+        ids += [publish() for _ in range(count // 2 - len(ids))]
         if faults:
             stack.firestore_emulator.control.set_faults(
                 **FIRESTORE_FAULTS, seed=22, drop_answer_code="UNAVAILABLE"
             )
-        ids += [stack.publish_request(SAMPLE_COLLECTION_ID, item) for item in inputs[half:]]
+        ids += [publish() for _ in range(count - len(ids))]
         records = wait_with_reconcile(stack, ids, timeout=600 + count * 3)
         wall = time.monotonic() - started
         result = audit(stack, records, events_timeout=300)

@@ -17,6 +17,7 @@ import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,15 @@ SRP_FAULTS: dict[str, Any] = {
     "late_done_delay": 1.0,
     "render_failure_rate": 0.1,
 }
+# The API faults by the name the SRP emulator logs them under, and their rate setting.
+POST_FAULTS = {
+    "5xx": "error_5xx_rate",
+    "429": "error_429_rate",
+    "lost_response": "lost_response_rate",
+    "create_then_error": "create_then_error_rate",
+    "create_then_hang": "create_then_hang_rate",
+    "slow": "slow_rate",
+}
 # Every commit of every function may fail before it is applied, or be applied and its answer
 # lost (the answer's code is chosen by the caller: DEADLINE_EXCEEDED or UNAVAILABLE).
 FIRESTORE_FAULTS: dict[str, Any] = {"fail_commit_rate": 0.08, "drop_answer_rate": 0.08}
@@ -55,6 +65,25 @@ FAULT_RUN_ENV = {
 }
 MAX_RECORD_BYTES = 100_000
 DEFAULT_AMBIGUOUS_SUBMIT_WAIT_SECONDS = 300  # srp_bundle.settings' default
+
+
+def publish_under_each_post_fault(
+    stack: LocalStack, publish: Callable[[], str], seed: int, timeout: float = 60
+) -> list[str]:
+    """One request per API fault mode, each mode certain (rate 1) until SRP has injected it;
+    then every fault of SRP_FAULTS at its rate, seeded. Returns the request ids published.
+
+    Rates alone make a small run miss a mode now and then; this way each one is exercised.
+    """
+    assert stack.srp is not None, "the stack is not running"
+    control = stack.srp.control
+    ids = []
+    for name, rate in POST_FAULTS.items():
+        control.set_faults(**{**SRP_FAULTS, **dict.fromkeys(POST_FAULTS.values(), 0.0), rate: 1.0})
+        ids.append(publish())
+        control.wait_for_requests(fault=name, timeout=timeout)
+    control.set_faults(**SRP_FAULTS, seed=seed)
+    return ids
 
 
 def wait_with_reconcile(

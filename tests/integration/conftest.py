@@ -27,6 +27,7 @@ from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
 from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
+from local_stack.terraform_exemptions import terraform_index_exemptions
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.task_state import Change, TaskRecord, Transition, utc_now
 from srp_bundle.task_store import TaskStore
@@ -298,6 +299,10 @@ def _pipeline(
         **gcs_emulator.env,
     }
     with running_pipeline(project_id, base_env, srp_emulator) as pipeline:
+        # As deployed: the fields Terraform exempts from indexing may hold long strings.
+        firestore_emulator.control.set_index_exemptions(
+            terraform_index_exemptions({"tasks_collection": pipeline.tasks_collection})
+        )
         yield pipeline
 
 
