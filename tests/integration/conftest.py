@@ -299,17 +299,18 @@ def _pipeline(
         **gcs_emulator.env,
     }
     with running_pipeline(project_id, base_env, srp_emulator) as pipeline:
-        # As deployed: the fields Terraform exempts from indexing may hold long strings.
-        firestore_emulator.control.set_index_exemptions(
-            terraform_index_exemptions({"tasks_collection": pipeline.tasks_collection})
-        )
         yield pipeline
 
 
 @pytest.fixture
-def pipeline(_pipeline: Pipeline) -> Iterator[Pipeline]:
-    """The shared pipeline, with the SRP emulator reset (no faults) around each test."""
+def pipeline(_pipeline: Pipeline, firestore_emulator: FirestoreEmulator) -> Iterator[Pipeline]:
+    """The shared pipeline, with the SRP emulator reset (no faults) around each test and the
+    local Firestore exempting from indexing what Terraform exempts (set for every test, so a
+    test that changed them cannot leak into the next)."""
     os.environ.update(_pipeline.base_env)
+    firestore_emulator.control.set_index_exemptions(
+        terraform_index_exemptions({"tasks_collection": _pipeline.tasks_collection})
+    )
     _pipeline.srp.control.reset()
     yield _pipeline
     _pipeline.srp.control.reset()
