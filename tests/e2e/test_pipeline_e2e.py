@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,22 +44,25 @@ def _inputs(count: int, seed: int) -> list[dict[str, str]]:
     return inputs
 
 
+def _start_stack(**overrides: Any) -> LocalStack:
+    settings = {
+        "project_id": f"e2e-{uuid.uuid4().hex[:10]}",
+        "tasks_collection": f"tasks-{uuid.uuid4().hex[:10]}",
+        "render_size": 256,
+        "srp_parallel": 4,
+        "srp_queue_seconds": 0.05,
+        "srp_render_seconds": 0.1,
+        "retry": RetryPolicy(0.2, 2.0),
+    }
+    return LocalStack(StackConfig(**{**settings, **overrides})).start()
+
+
 @pytest.fixture
-def make_stack(unique_name: Callable[[str], str]) -> Iterator[Callable[..., LocalStack]]:
+def make_stack() -> Iterator[Callable[..., LocalStack]]:
     stacks: list[LocalStack] = []
 
-    def make(**overrides) -> LocalStack:
-        settings = {
-            "project_id": unique_name("e2e"),
-            "tasks_collection": unique_name("tasks"),
-            "render_size": 256,
-            "srp_parallel": 4,
-            "srp_queue_seconds": 0.05,
-            "srp_render_seconds": 0.1,
-            "retry": RetryPolicy(0.2, 2.0),
-        }
-        config = StackConfig(**{**settings, **overrides})
-        stack = LocalStack(config).start()
+    def make(**overrides: Any) -> LocalStack:
+        stack = _start_stack(**overrides)
         stacks.append(stack)
         return stack
 
@@ -89,24 +94,48 @@ def test_n_requests_give_n_completed_records_events_and_derivatives(make_stack) 
             assert len(data) == derivative["bytes"]
 
 
-def test_with_srp_faults_every_request_ends_completed_or_failed_and_nothing_is_duplicated(
-    make_stack,
-) -> None:
+@pytest.fixture(scope="module")
+def srp_fault_run() -> Iterator[Audit]:
+    """30 requests under every SRP fault mode, audited (one run for the tests below)."""
     # SRP keeps each task queued for a second, as a busy SRP does: a redelivery then comes
     # before the first callback, and only the request's own record can stop a second POST.
-    stack = make_stack(srp_queue_seconds=1.0, max_delivery_attempts=20, function_env=FAULT_RUN_ENV)
-    inputs = iter(_inputs(30, seed=2))
+    stack = _start_stack(
+        srp_queue_seconds=1.0, max_delivery_attempts=20, function_env=FAULT_RUN_ENV
+    )
+    try:
+        inputs = iter(_inputs(30, seed=2))
 
-    def publish() -> str:
-        return stack.publish_request(SAMPLE_COLLECTION_UID, next(inputs))
+        def publish() -> str:
+            return stack.publish_request(SAMPLE_COLLECTION_UID, next(inputs))
 
-    ids = publish_under_each_post_fault(stack, publish, seed=11)
-    ids += [publish() for _ in range(30 - len(ids))]
+        ids = publish_under_each_post_fault(stack, publish, seed=11)
+        ids += [publish() for _ in range(30 - len(ids))]
+        records = wait_with_reconcile(stack, ids, timeout=240)
+        yield audit(stack, records)
+    finally:
+        stack.stop()
 
-    records = wait_with_reconcile(stack, ids, timeout=240)
-    result = audit(stack, records)
 
-    _assert_exactly_once(result)
+# What a POST answered 502/503/504 after SRP created the task breaks (hole 1) when the
+# redelivery posts again: a second task, sooner than the ambiguous wait, not counted.
+HOLE_1_KINDS = (
+    "posted_again_within_ambiguous_wait",
+    "unaccounted_task",
+    "more_tasks_than_accounted",
+)
+
+
+def test_with_srp_faults_every_request_ends_completed_or_failed_and_nothing_is_duplicated(
+    srp_fault_run: Audit,
+) -> None:
+    _assert_exactly_once(srp_fault_run, skip=HOLE_1_KINDS)
+
+
+def test_with_srp_faults_a_post_that_created_its_task_is_never_followed_by_a_hasty_second(
+    srp_fault_run: Audit,
+) -> None:
+    for kind in HOLE_1_KINDS:
+        assert srp_fault_run.of(kind) == [], kind
 
 
 def test_with_firestore_commit_faults_every_request_ends_and_nothing_is_duplicated(
@@ -151,22 +180,27 @@ def test_with_firestore_commit_faults_every_request_ends_and_nothing_is_duplicat
     assert unavailable[0]["code"] == "UNAVAILABLE"
 
 
-def _assert_exactly_once(result: Audit) -> None:
+def _assert_exactly_once(result: Audit, skip: tuple[str, ...] = ()) -> None:
     """One assertion per invariant, so a failure names the one that broke."""
     assert set(result.states) <= {"completed", "failed"} and result.states["completed"] > 0
-    assert result.of("failed_without_reason") == []
-    assert result.of("record_too_large") == []
-    assert result.of("render_completed_missing") == []
-    assert result.of("render_completed_not_once") == []
-    assert result.of("task_attached_twice") == []
-    assert result.of("attached_and_duplicate") == []
-    assert result.of("unknown_to_srp") == []
-    assert result.of("named_but_unrecorded") == []
-    assert result.of("unaccounted_task") == []
-    assert result.of("more_tasks_than_accounted") == []
-    assert result.of("posted_after_srp_named_a_task") == []
-    assert result.of("posted_again_within_ambiguous_wait") == []
-    assert result.violations == {}
+    kinds = [
+        "failed_without_reason",
+        "record_too_large",
+        "render_completed_missing",
+        "render_completed_not_once",
+        "task_attached_twice",
+        "attached_and_duplicate",
+        "unknown_to_srp",
+        "named_but_unrecorded",
+        "unaccounted_task",
+        "more_tasks_than_accounted",
+        "posted_after_srp_named_a_task",
+        "posted_again_within_ambiguous_wait",
+    ]
+    for kind in kinds:
+        if kind not in skip:
+            assert result.of(kind) == [], kind
+    assert set(result.violations) <= set(skip), result.violations
 
 
 def _wait_for_injected(control: FirestoreControl, fault: str, timeout: float = 60) -> bool:
