@@ -491,8 +491,12 @@ class LocalStack:
 
     def download(self, bucket: str, path: str) -> bytes:
         """An object's bytes from the local GCS."""
+        return bytes(self.bucket(bucket).blob(path).download_as_bytes())
+
+    def bucket(self, name: str) -> Any:
+        """A local GCS bucket, through the stack's storage client."""
         assert self._storage is not None, "the stack is not running"
-        return bytes(self._storage.bucket(bucket).blob(path).download_as_bytes())
+        return self._storage.bucket(name)
 
     def describe(self) -> dict[str, Any]:
         """Endpoints, topics and env vars, for printing and for tools pointed at the stack."""

@@ -23,7 +23,7 @@ from local_stack.srp_emulator.callbacks import (
 )
 from local_stack.srp_emulator.collections import Collection, InputDataError
 from local_stack.srp_emulator.faults import FaultInjector, TaskFaults
-from local_stack.srp_emulator.renderer import render_png
+from local_stack.srp_emulator.renderer import render_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -357,24 +357,31 @@ class Engine:
         try:
             if fails:
                 raise RuntimeError(config.render_failure_reason)
-            png = render_png(task.collection, task.render_input, self.settings.render_size)
-            path = f"render/{task.collection.name}/{task.id}/render.png"
+            folder = f"render/{task.collection.name}/{task.id}"
+            files = [
+                (f"{folder}/{name}", data)
+                for name, data in render_outputs(
+                    task.collection, task.render_input, self.settings.render_size
+                )
+            ]
+            paths = [path for path, _ in files]
             if early_done:
                 self._finish(
                     task,
                     DONE,
-                    output_files=[path],
+                    output_files=paths,
                     fault="early_done",
                     after_delivery=lambda: self._upload_later(
-                        task, path, png, config.early_done_upload_delay
+                        task, files, config.early_done_upload_delay
                     ),
                 )
                 return
-            self._upload(task, path, png)
+            for path, data in files:
+                self._upload(task, path, data)
             self._finish(
                 task,
                 DONE,
-                output_files=[path],
+                output_files=paths,
                 delay_seconds=config.late_done_delay if late_done else 0.0,
                 fault="late_done" if late_done else None,
             )
@@ -390,13 +397,16 @@ class Engine:
             task.uploaded_at = datetime.now(UTC)
             self.changed.notify_all()
 
-    def _upload_later(self, task: Task, path: str, png: bytes, delay_seconds: float) -> None:
+    def _upload_later(
+        self, task: Task, files: list[tuple[str, bytes]], delay_seconds: float
+    ) -> None:
         if self.stopping.wait(delay_seconds):
             return
-        try:
-            self._upload(task, path, png)
-        except Exception:
-            logger.exception("late upload of %s failed", path)
+        for path, data in files:
+            try:
+                self._upload(task, path, data)
+            except Exception:
+                logger.exception("late upload of %s failed", path)
 
     def _finish(
         self,
