@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
 
 from PIL import Image, ImageColor, ImageDraw
 
@@ -12,12 +13,26 @@ from local_stack.srp_emulator.collections import SHAPES, Collection, Layer
 DEFAULT_RENDER_SIZE = 2048
 
 
-def render_png(collection: Collection, input_data: dict[str, str], size: int) -> bytes:
-    """Render validated `input_data` as a size x size RGBA PNG; same input, same bytes."""
+def render_png(
+    collection: Collection,
+    input_data: dict[str, str],
+    size: int,
+    layer_images: Mapping[str, Image.Image] | None = None,
+) -> bytes:
+    """Render validated `input_data` as a size x size RGBA PNG; same input, same bytes.
+
+    A trait in `layer_images` (from the collection's uploaded assets) is drawn as that
+    image, stretched over the layer's box, instead of its shape.
+    """
     canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     for layer in collection.layers:
         value = input_data.get(layer.trait)
         if value is None:
+            continue
+        if layer_images and layer.trait in layer_images:
+            left, top, right, bottom = _box_pixels(layer, size)
+            picture = layer_images[layer.trait].convert("RGBA").resize((right - left, bottom - top))
+            canvas.alpha_composite(picture, (left, top))
             continue
         layer_image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
         _draw_shape(
