@@ -4,7 +4,8 @@ Every figure is set against a baseline measured in the same run (the machines ar
 and noisy; absolute times are only indicative). Sections: cold (cold start per function),
 webhook (ingest_webhook throughput and latency), postprocess (derivatives vs Pillow and
 sharp), submit (submit_task overhead beyond the SRP round trip), e2e (whole local stack:
-publish -> completed, and billable operations per request). See docs/benchmarks.md.
+publish -> completed, and billable operations per request), assets (peak memory of a 1 GiB
+asset upload, CLI and SRP emulator, against a small one). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 
 from bench.common import Emulators, Section
 
-SECTIONS = ("cold", "webhook", "postprocess", "submit", "e2e")
+SECTIONS = ("cold", "webhook", "postprocess", "submit", "e2e", "assets")
 
 
 def log(message: str) -> None:
@@ -125,6 +126,11 @@ def main() -> None:
         log("end to end (whole local stack)...")
         burst = args.burst or (100 if quick else 1000)
         sections.append(end_to_end.run(burst=burst, log=log))
+    if "assets" in chosen:
+        from bench import assets_upload
+
+        log("asset upload memory...")
+        sections.append(assets_upload.run(size_mb=256 if quick else 1024, baseline_mb=32, log=log))
     elapsed = time.monotonic() - started
     print(
         f"bench {'--quick ' if quick else ''}on {platform.node()}: {os.cpu_count()} cores, "
