@@ -277,7 +277,9 @@ class AssetStore:
             signed_at = datetime.strptime(query["X-Goog-Date"], _DATE_FORMAT).replace(tzinfo=UTC)
             expires_at = signed_at + timedelta(seconds=int(query["X-Goog-Expires"]))
         except (KeyError, ValueError):
-            return _xml_error(400, "InvalidArgument", "Invalid argument.")
+            return _xml_error(
+                400, "MalformedSecurityHeader", "Your request has a malformed header."
+            )
         if self.clock() > expires_at:
             return _xml_error(
                 400,

@@ -135,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         handle: Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, Any]]]
         | None = None,
     ) -> None:
-        handle = handle or self._handle_task_api
+        handle = handle or self._handle_api
         engine = self.server.engine
         entry: dict[str, Any] = {
             "received_at": datetime.now(UTC).isoformat(),
@@ -193,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         engine.log_request(entry)
         self._send(status, body, headers)
 
-    def _handle_task_api(
+    def _handle_api(
         self, method: str, path: str, query: dict[str, str], raw_body: bytes
     ) -> tuple[int, dict[str, Any]]:
         if method not in ("GET", "POST"):

@@ -56,6 +56,9 @@ def prepare_archive(
 
 def build_archive(folder: Path, output: Path, *, allow_single_folder: bool = False) -> AssetArchive:
     """Zip the folder's contents (not the folder itself) reproducibly into `output`."""
+    if output.resolve().is_relative_to(folder.resolve()):
+        # It would end up inside itself on the next run.
+        raise AssetArchiveError(f"the archive {output} must be written outside {folder}")
     files, skipped = _files_of(folder)
     if not files:
         raise AssetArchiveError(f"{folder} has no files to upload")

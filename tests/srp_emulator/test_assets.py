@@ -427,3 +427,11 @@ def test_an_unreachable_srp_exits_3(
 
 def _zip(tmp_path: Path, folder: Path) -> Path:
     return build_archive(folder, tmp_path / "assets.zip").path
+
+
+def test_the_assets_commands_have_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["assets"], ["assets", "upload"], ["assets", "confirm"]):
+        code, out, _ = run(capsys, *argv, "--help")
+        assert code == 0
+        assert f"usage: srp-bundle {' '.join(argv)}" in out
+    assert "--allow-single-folder" in run(capsys, "assets", "upload", "--help")[1]

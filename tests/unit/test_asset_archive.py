@@ -172,3 +172,11 @@ def test_prepare_archive_picks_the_right_path_and_refuses_what_is_neither(tmp_pa
     assert not (tmp_path / "unused.zip").exists()
     with pytest.raises(AssetArchiveError, match="neither a folder nor a ZIP"):
         prepare_archive(tmp_path / "missing", tmp_path / "x.zip")
+
+
+def test_an_archive_written_inside_the_folder_is_refused(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+
+    with pytest.raises(AssetArchiveError, match="outside"):
+        build_archive(folder, folder / "textures" / "assets.zip")
+    assert not (folder / "textures" / "assets.zip").exists()
