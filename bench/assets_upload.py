@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,21 @@ def generate_archive(path: Path, size_mb: int) -> Path:
     return path
 
 
+def generate_folder(path: Path, size_mb: int) -> Path:
+    """A resource folder of `size_mb` MiB of random bytes in 64 MiB files."""
+    (path / "textures").mkdir(parents=True)
+    (path / "scene.blend").write_bytes(b"scene")
+    remaining, index = size_mb * MIB, 0
+    while remaining > 0:
+        member = min(64 * MIB, remaining)
+        with (path / "textures" / f"t{index:03d}.bin").open("wb") as target:
+            for _ in range(member // MIB):
+                target.write(os.urandom(MIB))
+        remaining -= member
+        index += 1
+    return path
+
+
 def vm_hwm_mb(pid: int) -> float:
     """A live process's peak resident set (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -63,11 +79,11 @@ def vm_hwm_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def upload(archive: Path, srp: SrpEmulatorProcess) -> tuple[float, float, str]:
+def upload(archive: Path, srp: SrpEmulatorProcess, *extra: str) -> tuple[float, float, str]:
     """Run the CLI on `archive`; its peak RSS (MB), wall seconds and the asset id."""
     env = {**os.environ, "SRP_API_URL": srp.url, "SRP_API_KEY": API_KEY}
     argv = [sys.executable, "-m", "srp_bundle.cli", "assets", "upload"]
-    argv += ["--collection", SAMPLE_COLLECTION_ID, str(archive)]
+    argv += ["--collection", SAMPLE_COLLECTION_ID, str(archive), *extra]
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
@@ -79,12 +95,14 @@ def upload(archive: Path, srp: SrpEmulatorProcess) -> tuple[float, float, str]:
         stdout, stderr = out.read().decode(), err.read().decode()
     if process.returncode != 0:
         raise RuntimeError(f"upload failed ({process.returncode}): {stderr[-2000:]}")
-    asset_id = stdout.strip().splitlines()[-1].removeprefix("asset id: ")
+    asset_id = stdout.strip().splitlines()[-1].removeprefix("asset id: ")  # or the dry-run line
     return usage.ru_maxrss / 1024, elapsed, asset_id
 
 
-def run(*, size_mb: int, baseline_mb: int, log: Callable[[str], None]) -> Section:
-    """Both uploads, measured; rows of the benchmark table."""
+def run(
+    *, size_mb: int, baseline_mb: int, log: Callable[[str], None], from_folder: bool = False
+) -> Section:
+    """Both uploads, measured; rows of the benchmark table (and zipping folders, if asked)."""
     section = Section("assets upload")
     with tempfile.TemporaryDirectory(prefix="bench-assets-") as work:
         work_dir = Path(work)
@@ -110,6 +128,15 @@ def run(*, size_mb: int, baseline_mb: int, log: Callable[[str], None]) -> Sectio
                 if stored["sha256"] != file_sha256(archive) or not stored["created"]:
                     raise RuntimeError(f"the emulator stored something else for {name}: {stored}")
                 measures[name] = (cli_mb, vm_hwm_mb(srp.pid), seconds, archive.stat().st_size)
+            if from_folder:
+                small.unlink()
+                large.unlink()
+                for name, megabytes in (("small", baseline_mb), ("large", size_mb)):
+                    log(f"  zipping a {megabytes} MiB folder (--dry-run)...")
+                    folder = generate_folder(work_dir / f"folder-{name}", megabytes)
+                    cli_mb, seconds, _ = upload(folder, srp, "--dry-run")
+                    measures[f"folder-{name}"] = (cli_mb, 0.0, seconds, megabytes * MIB)
+                    shutil.rmtree(folder)
     (cli_small, srp_small, _, bytes_small), (cli_large, srp_large, seconds, bytes_large) = (
         measures["small"],
         measures["large"],
@@ -124,6 +151,17 @@ def run(*, size_mb: int, baseline_mb: int, log: Callable[[str], None]) -> Sectio
         Row(section.name, f"upload throughput, {size} (check + sha256 + PUT)",
             bytes_large / MIB / seconds, None, "MiB/s"),
     ]  # fmt: skip
+    if from_folder:
+        (zip_small, _, _, _), (zip_large, _, zip_seconds, _) = (
+            measures["folder-small"],
+            measures["folder-large"],
+        )
+        section.rows += [
+            Row(section.name, f"CLI peak RSS, zipping a {size} folder (--dry-run)", zip_large,
+                zip_small, "MB", f"same, {baseline_mb} MiB folder", target=FLAT_TARGET),
+            Row(section.name, f"zip throughput, {size} folder (deflate + check + sha256)",
+                bytes_large / MIB / zip_seconds, None, "MiB/s"),
+        ]  # fmt: skip
     section.notes.append(
         f"assets: archive {bytes_large / MIB:.0f} MiB vs CLI peak {cli_large:.0f} MB "
         f"({cli_large / (bytes_large / 1e6):.1%} of the archive); emulator idle "
@@ -138,10 +176,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.assets_upload", description=__doc__)
     parser.add_argument("--size-mb", type=int, default=1024, help="the large archive, MiB")
     parser.add_argument("--baseline-mb", type=int, default=32, help="the small archive, MiB")
+    parser.add_argument(
+        "--from-folder", action="store_true", help="also zip folders of both sizes (--dry-run)"
+    )
     args = parser.parse_args()
     section = run(
         size_mb=args.size_mb,
         baseline_mb=args.baseline_mb,
+        from_folder=args.from_folder,
         log=lambda message: print(message, file=sys.stderr, flush=True),
     )
     from bench.__main__ import table
