@@ -130,7 +130,11 @@ def main() -> None:
         from bench import assets_upload
 
         log("asset upload memory...")
-        sections.append(assets_upload.run(size_mb=256 if quick else 1024, baseline_mb=32, log=log))
+        sections.append(
+            assets_upload.run(
+                size_mb=256 if quick else 1024, baseline_mb=32, log=log, from_folder=not quick
+            )
+        )
     elapsed = time.monotonic() - started
     print(
         f"bench {'--quick ' if quick else ''}on {platform.node()}: {os.cpu_count()} cores, "
