@@ -219,10 +219,16 @@ class AssetStore:
         query: Mapping[str, str],
         headers: Mapping[str, str],
         read: Callable[[int], bytes],
+        readline: Callable[[], bytes] | None = None,
     ) -> PutOutcome:
-        """Check a PUT like a signed URL would, then stream its body to disk."""
+        """Check a PUT like a signed URL would, then stream its body to disk.
+
+        `readline` (the connection's) lets a refused chunked body be read to its end.
+        """
         length_text = headers.get("Content-Length")
         if length_text is None or not length_text.strip().isdigit():
+            if readline is not None and "chunked" in headers.get("Transfer-Encoding", "").lower():
+                _drain_chunked(read, readline)
             return _xml_error(
                 411, "MissingContentLength", "You must provide the Content-Length HTTP header."
             )
@@ -455,6 +461,20 @@ def _drain(read: Callable[[int], bytes], length: int) -> None:
         if not chunk:
             return
         remaining -= len(chunk)
+
+
+def _drain_chunked(read: Callable[[int], bytes], readline: Callable[[], bytes]) -> None:
+    while True:
+        size_line = readline()
+        try:
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            return
+        if size == 0:
+            while readline() not in (b"\r\n", b"\n", b""):  # trailers, then the blank line
+                pass
+            return
+        _drain(read, size + 2)  # the chunk and its CRLF
 
 
 def _iso(moment: datetime | None) -> str | None:

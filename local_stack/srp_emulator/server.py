@@ -247,7 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
             "asset_id": None,
             "fault": None,
         }
-        outcome = self._assets().receive(path, query, self.headers, self.rfile.read)
+        outcome = self._assets().receive(
+            path, query, self.headers, self.rfile.read, self.rfile.readline
+        )
         entry.update(
             response_status=outcome.status or None, fault=outcome.fault, asset_id=outcome.asset_id
         )

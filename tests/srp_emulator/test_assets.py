@@ -435,3 +435,47 @@ def test_the_assets_commands_have_help(capsys: pytest.CaptureFixture[str]) -> No
         assert code == 0
         assert f"usage: srp-bundle {' '.join(argv)}" in out
     assert "--allow-single-folder" in run(capsys, "assets", "upload", "--help")[1]
+
+
+def test_a_chunked_put_without_content_length_is_refused(srp: SrpEmulatorProcess) -> None:
+    with SrpClient(API_KEY, base_url=srp.url) as client:
+        asset = client.get_asset_upload_url(SAMPLE_COLLECTION_UID)
+
+    answer = httpx.put(
+        asset.upload_url,
+        content=iter([b"PK\x03\x04", b"rest"]),  # no length: sent chunked
+        headers={"Content-Type": asset.content_type},
+    )
+
+    assert answer.status_code == 411
+    assert "<Code>MissingContentLength</Code>" in answer.text
+    assert srp.control.assets(id=asset.id)[0]["uploaded"] is False
+
+
+def test_an_upload_that_is_not_a_zip_cannot_become_an_asset(srp: SrpEmulatorProcess) -> None:
+    with SrpClient(API_KEY, base_url=srp.url) as client:
+        asset = client.get_asset_upload_url(SAMPLE_COLLECTION_UID)
+        put = httpx.put(
+            asset.upload_url, content=b"not a zip", headers={"Content-Type": asset.content_type}
+        )
+        assert put.status_code == 200 and put.headers["ETag"]
+
+        with pytest.raises(SrpValidationError, match="not a ZIP archive"):
+            client.create_asset(asset.id)
+    assert srp.control.assets(id=asset.id)[0]["created"] is False
+
+
+def test_create_asset_repeated_for_a_created_asset_answers_the_same(
+    srp: SrpEmulatorProcess, resources: Path, tmp_path: Path
+) -> None:
+    archive = _zip(tmp_path, resources)
+    with SrpClient(API_KEY, base_url=srp.url) as client, AssetUploader() as uploader:
+        asset = client.get_asset_upload_url(SAMPLE_COLLECTION_UID)
+        uploader.put(asset, archive)
+        first = client.create_asset(asset.id)
+        created_at = srp.control.assets(id=asset.id)[0]["created_at"]
+
+        second = client.create_asset(asset.id)
+
+    assert first == second and first.id == asset.id
+    assert srp.control.assets(id=asset.id)[0]["created_at"] == created_at
