@@ -479,3 +479,19 @@ def test_create_asset_repeated_for_a_created_asset_answers_the_same(
 
     assert first == second and first.id == asset.id
     assert srp.control.assets(id=asset.id)[0]["created_at"] == created_at
+
+
+def test_a_missing_api_key_is_reported_before_anything_is_zipped(
+    resources: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SRP_API_KEY", raising=False)
+    kept = tmp_path / "never.zip"
+
+    code, out, err = upload(capsys, resources, "--output", str(kept))
+
+    assert code == 2
+    assert "SRP_API_KEY is not set" in err
+    assert out == "" and not kept.exists()

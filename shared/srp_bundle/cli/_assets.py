@@ -15,7 +15,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,10 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 def run_upload(args: argparse.Namespace) -> int:
     """Prepare the archive, then (unless --dry-run) upload it and create the asset."""
     collection_id = _collection_uuid(args.collection)
-    with _archive_output(args) as output:
+    with ExitStack() as stack:
+        # Configuration first: a missing key should not wait for a gigabyte to be zipped.
+        srp = None if args.dry_run else stack.enter_context(_srp_client(args))
+        output = stack.enter_context(_archive_output(args))
         try:
             archive = prepare_archive(
                 args.source, output, allow_single_folder=args.allow_single_folder
@@ -111,17 +114,17 @@ def run_upload(args: argparse.Namespace) -> int:
         except AssetArchiveError as error:
             raise UsageError(str(error)) from None
         _describe_archive(archive)
-        if args.dry_run:
+        if srp is None:
             print("dry run: nothing uploaded, SRP not contacted")
             return 0
-        with _srp_client(args) as srp, AssetUploader() as uploader:
-            upload = _ask_upload_url(srp, collection_id)
-            upload, receipt = _put_with_refresh(srp, uploader, upload, collection_id, archive)
-            print(
-                f"uploaded {human_bytes(receipt.bytes_sent)} in {receipt.attempts} "
-                f"attempt{'s' if receipt.attempts != 1 else ''}"
-            )
-            _create_asset(srp, upload.id)
+        uploader = stack.enter_context(AssetUploader())
+        upload = _ask_upload_url(srp, collection_id)
+        upload, receipt = _put_with_refresh(srp, uploader, upload, collection_id, archive)
+        print(
+            f"uploaded {human_bytes(receipt.bytes_sent)} in {receipt.attempts} "
+            f"attempt{'s' if receipt.attempts != 1 else ''}"
+        )
+        _create_asset(srp, upload.id)
     print(f"asset id: {upload.id}")
     return 0
 
