@@ -15,10 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from google.cloud import storage
-from PIL import Image
+from PIL import Image, ImageChops
 
 from local_stack.processes import free_port
-from local_stack.srp_emulator import SAMPLE_COLLECTION_UID, SrpEmulatorProcess
+from local_stack.srp_emulator import SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT, SrpEmulatorProcess
+from local_stack.srp_emulator.collections import SAMPLE_COLLECTIONS_FILE, load_collections
+from local_stack.srp_emulator.renderer import layer_box, render_png
 from srp_bundle.asset_archive import build_archive, file_sha256
 from srp_bundle.asset_upload import AssetUploader
 from srp_bundle.cli import _assets, main
@@ -495,3 +497,18 @@ def test_a_missing_api_key_is_reported_before_anything_is_zipped(
     assert code == 2
     assert "SRP_API_KEY is not set" in err
     assert out == "" and not kept.exists()
+
+
+def test_a_layer_image_replaces_the_shape_inside_the_layers_box_only() -> None:
+    collection = load_collections(SAMPLE_COLLECTIONS_FILE)[SAMPLE_COLLECTION_UID]
+    input_data = collection.validate_input(SEED_EXAMPLE_INPUT)
+    red = Image.new("RGB", (5, 3), (255, 0, 0))
+
+    drawn = Image.open(io.BytesIO(render_png(collection, input_data, 200)))
+    pictured = Image.open(io.BytesIO(render_png(collection, input_data, 200, {"pants": red})))
+
+    left, top, right, bottom = layer_box(collection, "pants", 200)
+    changed = ImageChops.difference(drawn, pictured).getbbox(alpha_only=False)
+    assert changed is not None
+    assert left <= changed[0] and top <= changed[1] and changed[2] <= right and changed[3] <= bottom
+    assert pictured.getpixel(((left + right) // 2, (top + bottom) // 2)) == (255, 0, 0, 255)
