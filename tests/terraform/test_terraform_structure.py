@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from terraform_hcl import (
     FUNCTIONS_DIR,
+    REPO_ROOT,
     TERRAFORM_DIR,
     TerraformConfig,
     dynamic_block,
@@ -47,6 +48,8 @@ ALLOWED_PROJECT_ROLES = {
     "function_firestore": "roles/datastore.user",
     "eventarc_event_receiver": "roles/eventarc.eventReceiver",
     "storage_agent_publisher": "roles/pubsub.publisher",
+    "build_log_writer": "roles/logging.logWriter",
+    "build_reads_staged_sources": "roles/storage.objectViewer",
 }
 
 IAM_RESOURCE_TYPES = re.compile(r"^google_.*_iam_(member|binding|policy)$")
@@ -288,6 +291,65 @@ def test_project_level_grants_are_the_unavoidable_ones(bundle_module: TerraformC
         "google_storage_project_service_account"
         in project_grants["storage_agent_publisher"]["member"]
     )
+    # The build account reads project-wide only the bucket Cloud Functions stages sources in.
+    staged = first_block(project_grants["build_reads_staged_sources"], "condition")
+    bucket = "${local.staged_sources_bucket}"
+    assert staged["expression"] == (
+        f'resource.name == "{bucket}" || resource.name.startsWith("{bucket}/")'
+    )
+    assert bundle_module.locals["staged_sources_bucket"].startswith(
+        "projects/_/buckets/gcf-v2-sources-${data.google_project.main.number}-"
+    )
+
+
+def test_functions_build_as_a_dedicated_account_granted_only_build_needs(
+    bundle_module: TerraformConfig,
+) -> None:
+    build = first_block(bundle_module.resource(*FUNCTION_RESOURCE), "build_config")
+    assert build["service_account"] == "${google_service_account.function_build.id}"
+    assert references(
+        build["docker_repository"], "google_artifact_registry_repository.function_images"
+    )
+    builder = "${google_service_account.function_build.member}"
+    grants = {
+        (resource_type, body["role"])
+        for (resource_type, _), body in iam_resources(bundle_module).items()
+        if body["member"] == builder
+    }
+    assert grants == {
+        ("google_project_iam_member", "roles/logging.logWriter"),
+        ("google_project_iam_member", "roles/storage.objectViewer"),
+        ("google_storage_bucket_iam_member", "roles/storage.objectViewer"),
+        ("google_artifact_registry_repository_iam_member", "roles/artifactregistry.writer"),
+    }
+    source_read = bundle_module.resource(
+        "google_storage_bucket_iam_member", "build_reads_function_source"
+    )
+    assert references(source_read["bucket"], "google_storage_bucket.function_source")
+
+
+def test_data_access_audit_logs_cover_storage_and_firestore(
+    bundle_module: TerraformConfig,
+) -> None:
+    audit = bundle_module.resource("google_project_iam_audit_config", "data_access")
+    # datastore.googleapis.com is the name that configures Firestore's audit logs.
+    assert audit["for_each"] == '${toset(["storage.googleapis.com", "datastore.googleapis.com"])}'
+    assert {config["log_type"] for config in audit["audit_log_config"]} == {
+        "DATA_READ",
+        "DATA_WRITE",
+    }
+
+
+def test_firestore_rules_deny_every_client(bundle_module: TerraformConfig) -> None:
+    ruleset = bundle_module.resource("google_firebaserules_ruleset", "firestore_deny_clients")
+    rules = first_block(first_block(ruleset, "source"), "files")["content"]
+    statements = re.findall(r"allow [^;]*;", rules)
+    assert statements == ["allow read, write: if false;"]
+    assert "match /{document=**}" in rules
+    release = bundle_module.resource("google_firebaserules_release", "firestore")
+    assert release["name"] == "cloud.firestore"
+    ruleset_address = "google_firebaserules_ruleset.firestore_deny_clients"
+    assert references(release["ruleset_name"], ruleset_address)
 
 
 def test_bucket_grants_are_bucket_scoped_and_srp_only_creates_renders(
@@ -359,9 +421,55 @@ def test_firestore_index_and_event_log_ttl(bundle_module: TerraformConfig) -> No
 
 def test_alerts_reach_the_notification_channels(bundle_module: TerraformConfig) -> None:
     policies = bundle_module.resources_of_type("google_monitoring_alert_policy")
-    assert set(policies) == {"dead_letters", "function_error_rate", "oldest_unacked_message"}
+    assert set(policies) == {
+        "dead_letters",
+        "function_error_rate",
+        "oldest_unacked_message",
+        "webhook_unauthorized_burst",
+        "callback_disagrees_with_srp",
+    }
     for name, policy in policies.items():
         assert policy["notification_channels"] == "${var.notification_channels}", name
+
+
+def test_log_based_alerts_count_what_the_webhook_logs(bundle_module: TerraformConfig) -> None:
+    metrics = bundle_module.resources_of_type("google_logging_metric")
+    assert 'main["ingest_webhook"].name' in bundle_module.locals["webhook_logs"]
+    assert "httpRequest.status=401" in metrics["webhook_unauthorized"]["filter"]
+    # The disagreement metric keys on the logger and the start of the line callbacks.py
+    # writes: this fails when that message changes and the filter does not.
+    disagreement = metrics["callback_disagrees_with_srp"]["filter"]
+    assert 'jsonPayload.logger="srp_bundle.callbacks"' in disagreement
+    prefix = re.search(r'message=~"\^(.*?) \.\* but SRP says "', disagreement)
+    assert prefix is not None, disagreement
+    callbacks_source = (REPO_ROOT / "shared" / "srp_bundle" / "callbacks.py").read_text()
+    assert f'"{prefix.group(1)} %s but SRP says %s' in callbacks_source
+    policies = bundle_module.resources_of_type("google_monitoring_alert_policy")
+    for policy, metric in [
+        ("webhook_unauthorized_burst", "webhook_unauthorized"),
+        ("callback_disagrees_with_srp", "callback_disagrees_with_srp"),
+    ]:
+        condition = first_block(first_block(policies[policy], "conditions"), "condition_threshold")
+        assert f"google_logging_metric.{metric}.name" in condition["filter"], policy
+
+
+def test_provider_versions_are_pinned_to_the_validated_ones(
+    bundle_module: TerraformConfig, environments: dict[str, TerraformConfig]
+) -> None:
+    from tf_schema_provider import VALIDATED_PROVIDER_VERSIONS
+
+    def google_constraint(config: TerraformConfig) -> str:
+        (constraint,) = [
+            providers["google"]["version"]
+            for block in config.terraform_blocks
+            for providers in block.get("required_providers", [])
+        ]
+        return str(constraint)
+
+    newest, oldest = max(VALIDATED_PROVIDER_VERSIONS), min(VALIDATED_PROVIDER_VERSIONS)
+    for name, environment in environments.items():
+        assert google_constraint(environment) == newest, name
+    assert google_constraint(bundle_module) == f">= {oldest}, <= {newest}"
 
 
 def test_outputs_name_the_webhook_topics_and_buckets(bundle_module: TerraformConfig) -> None:

@@ -41,3 +41,38 @@ resource "google_firestore_field" "event_log_ttl" {
   # No single-field index on a TTL timestamp: it is never queried and would hotspot.
   index_config {}
 }
+
+# The functions reach Firestore with IAM, which security rules do not apply to; rules only
+# govern the client SDKs (web, mobile), and none of them may read or write anything.
+resource "google_firebaserules_ruleset" "firestore_deny_clients" {
+  project = var.project_id
+
+  source {
+    files {
+      name    = "firestore.rules"
+      content = <<-EOT
+        rules_version = '2';
+        service cloud.firestore {
+          match /databases/{database}/documents {
+            match /{document=**} {
+              allow read, write: if false;
+            }
+          }
+        }
+      EOT
+    }
+  }
+
+  # A ruleset in use by a release cannot be deleted: the release moves to the new one first.
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "google_firebaserules_release" "firestore" {
+  project      = var.project_id
+  name         = "cloud.firestore"
+  ruleset_name = "projects/${var.project_id}/rulesets/${google_firebaserules_ruleset.firestore_deny_clients.name}"
+
+  depends_on = [google_firestore_database.main]
+}

@@ -1,5 +1,5 @@
 # One identity per function, each granted only what its job touches, on the resource it
-# touches. The only project-level grants are the three below that have no narrower scope.
+# touches. The only project-level grants are the ones below that have no narrower scope.
 
 locals {
   pubsub_service_agent = "serviceAccount:service-${data.google_project.main.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
@@ -10,6 +10,9 @@ locals {
       "${function_name}/${variable}" => { function = function_name, variable = variable }
     }
   ]...)
+
+  # Where Cloud Functions copies each function's source before building it.
+  staged_sources_bucket = "projects/_/buckets/gcf-v2-sources-${data.google_project.main.number}-${var.region}"
 
   functions_with_event_trigger = toset([
     for function_name, function in local.functions : function_name if function.event_trigger != null
@@ -34,6 +37,15 @@ resource "google_service_account" "eventarc_trigger" {
   account_id   = "${local.name_prefix}-eventarc-trigger"
   display_name = "SRP ${var.environment} Eventarc triggers"
   description  = "Identity Eventarc uses to invoke postprocess_render, reconcile_tasks and record_dead_letter."
+}
+
+# Cloud Build runs the function builds as this account, not as the default build account
+# (often an Editor): it reads the sources, pushes images to our repository, writes build logs.
+resource "google_service_account" "function_build" {
+  project      = var.project_id
+  account_id   = "${local.name_prefix}-function-build"
+  display_name = "SRP ${var.environment} function builds"
+  description  = "Identity of the Cloud Build runs that build the functions; granted only what a build needs."
 }
 
 resource "google_service_account" "pubsub_push" {
@@ -67,12 +79,51 @@ resource "google_project_iam_member" "eventarc_event_receiver" {
   member  = google_service_account.eventarc_trigger.member
 }
 
-# The GCS trigger's transport topic is created by Eventarc under a generated name, so the
-# Cloud Storage service agent can only be allowed to publish project-wide.
+# Still needed with Eventarc: for a direct Cloud Storage trigger Eventarc creates the bucket
+# notification and its transport topic (under a generated name), and the Cloud Storage service
+# agent is the identity that publishes the notifications. The topic does not exist before the
+# trigger does, and Pub/Sub grants take no IAM condition, so the grant can only be project-wide.
 resource "google_project_iam_member" "storage_agent_publisher" {
   project = var.project_id
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${data.google_storage_project_service_account.main.email_address}"
+}
+
+# Build logs: Cloud Logging has no narrower scope than the project.
+resource "google_project_iam_member" "build_log_writer" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = google_service_account.function_build.member
+}
+
+# Cloud Functions copies each function's source into its own bucket, which it creates on the
+# first deployment (so it cannot be granted on before): the condition limits the read to it.
+resource "google_project_iam_member" "build_reads_staged_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.function_build.member
+
+  # The bucket itself (listing) or an object in it.
+  condition {
+    title      = "srp-${var.environment}-function-source-staging"
+    expression = "resource.name == \"${local.staged_sources_bucket}\" || resource.name.startsWith(\"${local.staged_sources_bucket}/\")"
+  }
+}
+
+# --- Builds ---------------------------------------------------------------------------------
+
+resource "google_storage_bucket_iam_member" "build_reads_function_source" {
+  bucket = google_storage_bucket.function_source.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.function_build.member
+}
+
+resource "google_artifact_registry_repository_iam_member" "build_pushes_images" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.function_images.location
+  repository = google_artifact_registry_repository.function_images.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.function_build.member
 }
 
 # --- Secrets: each function reads exactly the secrets it mounts ------------------------

@@ -143,6 +143,17 @@ locals {
   }
 }
 
+# The function images, in a repository of our own so the build account may push only here.
+resource "google_artifact_registry_repository" "function_images" {
+  #checkov:skip=CKV_GCP_84:Google-managed encryption at rest is enough for images of our function code and its public dependencies; CMEK would add a key to run.
+  project       = var.project_id
+  location      = var.region
+  repository_id = "${local.name_prefix}-functions"
+  format        = "DOCKER"
+  description   = "Images Cloud Build makes from the SRP ${var.environment} function sources."
+  labels        = local.labels
+}
+
 data "google_project" "main" {
   project_id = var.project_id
 }
@@ -169,9 +180,10 @@ resource "google_cloudfunctions2_function" "main" {
   labels      = local.labels
 
   build_config {
-    runtime         = "python312"
-    entry_point     = each.key
-    service_account = var.build_service_account
+    runtime           = "python312"
+    entry_point       = each.key
+    service_account   = google_service_account.function_build.id
+    docker_repository = google_artifact_registry_repository.function_images.id
 
     source {
       storage_source {
@@ -234,5 +246,9 @@ resource "google_cloudfunctions2_function" "main" {
     google_secret_manager_secret_iam_member.function_access,
     google_project_iam_member.eventarc_event_receiver,
     google_project_iam_member.storage_agent_publisher,
+    google_project_iam_member.build_log_writer,
+    google_project_iam_member.build_reads_staged_sources,
+    google_storage_bucket_iam_member.build_reads_function_source,
+    google_artifact_registry_repository_iam_member.build_pushes_images,
   ]
 }

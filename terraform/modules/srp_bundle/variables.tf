@@ -175,7 +175,7 @@ variable "function_scaling" {
         scaling.timeout_seconds == null ? true : scaling.timeout_seconds >= 1 && scaling.timeout_seconds <= 540,
       ]
     ]))
-    error_message = "max_instances must be >= 1, max_concurrency between 1 and 1000, timeout_seconds between 1 and 540."
+    error_message = "Scaling: max_instances must be >= 1, max_concurrency between 1 and 1000, timeout_seconds between 1 and 540."
   }
 }
 
@@ -195,7 +195,7 @@ variable "retention" {
       && var.retention.dead_letter_message_hours >= 1
       && var.retention.dead_letter_message_hours <= 744
     )
-    error_message = "noncurrent_versions_days must be >= 1 and dead_letter_message_hours between 1 and 744 (31 days)."
+    error_message = "Retention: noncurrent_versions_days must be >= 1 and dead_letter_message_hours between 1 and 744 (31 days)."
   }
 }
 
@@ -211,12 +211,6 @@ variable "deletion_protection" {
   default     = true
 }
 
-variable "build_service_account" {
-  type        = string
-  description = "Full resource name of the service account Cloud Build uses to build the functions (projects/<project>/serviceAccounts/<email>); null keeps the platform default."
-  default     = null
-}
-
 variable "notification_channels" {
   type        = list(string)
   description = "Monitoring notification channel ids (projects/<project>/notificationChannels/<id>) that receive every alert."
@@ -228,13 +222,14 @@ variable "alerting" {
     error_rate_threshold            = optional(number, 0.05)
     oldest_unacked_age_seconds      = optional(number, 1800)
     dead_letter_backlog_age_seconds = optional(number, 900)
+    unauthorized_callbacks_per_5m   = optional(number, 20)
   })
-  description = "Alert thresholds: share of 5xx responses per function over 5 minutes, age of the oldest unacknowledged message on any of the bundle's subscriptions, age of an unprocessed dead letter."
+  description = "Alert thresholds: share of 5xx responses per function over 5 minutes, age of the oldest unacknowledged message on any of the bundle's subscriptions, age of an unprocessed dead letter, 401 answers of ingest_webhook in 5 minutes."
   default     = {}
 
   validation {
     condition     = var.alerting.error_rate_threshold > 0 && var.alerting.error_rate_threshold < 1
-    error_message = "error_rate_threshold is a share between 0 and 1."
+    error_message = "Alerting: error_rate_threshold is a share between 0 and 1."
   }
 }
 
