@@ -191,6 +191,8 @@ class LocalStack:
             bundle_settings.RENDERS_BUCKET: config.renders_bucket,
             bundle_settings.DERIVATIVES_BUCKET: config.derivatives_bucket,
             bundle_settings.DERIVATIVE_SPECS: config.derivative_specs,
+            # Producers on this machine call back over http to loopback addresses.
+            bundle_settings.ALLOW_LOCAL_HTTP_CALLBACKS: "true",
             **config.function_env,
         }
         for name in names:

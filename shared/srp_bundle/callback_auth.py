@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from srp_bundle.srp_models import CallbackTarget
@@ -19,25 +20,29 @@ TOKEN_HEADER = "X-Srp-Callback-Token"
 REQUEST_ID_PARAM = "request_id"
 CALLBACK_METHOD = "post"
 _TOKEN_VERSION = "v1"
+# The only shape `callback_token` makes; anything else (non-ASCII included) is refused
+# before any comparison, so a malformed header is a plain 401, never an exception.
+_TOKEN_SHAPE = re.compile(r"v1\.[0-9a-f]{64}")
 
 
 def callback_token(secret: str, request_id: str) -> str:
     """The token that authenticates callbacks for one request."""
-    digest = hmac.new(
-        secret.encode(), f"{_TOKEN_VERSION}:{request_id}".encode(), hashlib.sha256
-    ).hexdigest()
+    # surrogatepass: a request id decoded from a hostile query string still encodes.
+    message = f"{_TOKEN_VERSION}:{request_id}".encode("utf-8", "surrogatepass")
+    digest = hmac.new(secret.encode("utf-8", "surrogatepass"), message, hashlib.sha256).hexdigest()
     return f"{_TOKEN_VERSION}.{digest}"
 
 
 def token_is_valid(token: str | None, request_id: str, secrets: tuple[str | None, ...]) -> bool:
     """Whether `token` was made for `request_id` with any of `secrets` (current, previous)."""
-    if not token or not request_id:
+    if not token or not request_id or not _TOKEN_SHAPE.fullmatch(token):
         return False
     valid = False
     for secret in secrets:
         if secret:
             # Compare against every secret, without short-circuit, in constant time each.
-            valid |= hmac.compare_digest(token, callback_token(secret, request_id))
+            expected = callback_token(secret, request_id).encode("ascii")
+            valid |= hmac.compare_digest(token.encode("ascii"), expected)
     return valid
 
 

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from srp_bundle.callback_auth import CALLBACK_METHOD, token_is_valid
 from srp_bundle.errors import InvalidMessageError, SrpError, SrpNotFoundError
 from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.json_limits import parse_json
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.render_paths import check_output_files
 from srp_bundle.settings import Settings
 from srp_bundle.srp_models import SrpCallback, parse_callback
 from srp_bundle.task_state import SrpStatusReported, is_terminal_status
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 MAX_CALLBACK_BYTES = 64 * 1024
+# SRP's callbacks are flat; the body is kept in the event log, and Firestore refuses
+# values nested deeper than 20 levels.
+MAX_CALLBACK_DEPTH = 16
 _UNKNOWN_TO_SRP = "\0unknown"
 
 
@@ -36,24 +41,6 @@ class Reply:
 
     status_code: int
     body: dict[str, Any]
-
-
-def check_output_files(output_files: tuple[str, ...] | None) -> tuple[str, ...]:
-    """Every path must be relative, under `render/`, with no `..`: never trust SRP's paths."""
-    checked = []
-    for index, path in enumerate(output_files or ()):
-        parts = path.split("/")
-        if (
-            not path.startswith("render/")
-            or "://" in path
-            or "\\" in path
-            or any(part in ("", ".", "..") for part in parts)
-        ):
-            raise InvalidMessageError(
-                f"output_files[{index}] must be a relative path under render/, got {path!r:.120}"
-            )
-        checked.append(path)
-    return tuple(checked)
 
 
 class CallbackIngestor:
@@ -139,14 +126,11 @@ class CallbackIngestor:
         )
 
     def _parse(self, body: bytes) -> SrpCallback:
-        if len(body) > MAX_CALLBACK_BYTES:
-            raise InvalidMessageError(f"body is larger than {MAX_CALLBACK_BYTES} bytes")
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise InvalidMessageError(f"body is not JSON: {error}") from None
+        payload = parse_json(
+            body, what="body", max_bytes=MAX_CALLBACK_BYTES, max_depth=MAX_CALLBACK_DEPTH
+        )
         callback = parse_callback(payload)
-        check_output_files(callback.output_files)
+        check_output_files(callback.output_files, callback.task_id)
         if callback.status.strip().lower() == "done" and not callback.output_files:
             raise InvalidMessageError("a done callback must list output_files")
         return callback

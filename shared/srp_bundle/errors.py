@@ -30,6 +30,12 @@ class InvalidMessageError(BundleError):
     code = "invalid_message"
 
 
+class CallbackRefusedError(InvalidMessageError):
+    """A producer callback SRP must not be asked to call (not a public https endpoint)."""
+
+    code = "callback_refused"
+
+
 class SrpError(BundleError):
     """SRP answered with an error, or could not be reached."""
 

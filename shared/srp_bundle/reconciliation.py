@@ -12,9 +12,15 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
+from srp_bundle.errors import (
+    InvalidMessageError,
+    SrpError,
+    SrpNotFoundError,
+    SrpRateLimitedError,
+)
 from srp_bundle.events import EventPublisher, publish_transition, republish_pending
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.render_paths import render_path
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
@@ -98,8 +104,16 @@ class Reconciler:
             return "failed"
         output_files: tuple[str, ...] = ()
         if task.status == "done" and task.collection is not None:
-            # GET does not list output files; SRP's documented layout names the render.
-            output_files = (f"render/{task.collection.name}/{task.id}/render.png",)
+            # GET does not list output files; SRP's documented layout names the render,
+            # from a collection name we check like any path SRP sends.
+            try:
+                output_files = (render_path(task.collection.name or "", record.task_id),)
+            except InvalidMessageError as error:
+                logger.warning(
+                    "no output path from SRP's task: %s",
+                    error,
+                    extra=log_fields(request_id=record.request_id),
+                )
         transition = self.store.apply(
             record.request_id,
             SrpStatusReported(record.task_id, task.status, output_files, source="reconcile"),

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from srp_bundle.callback_policy import check_producer_callbacks
 from srp_bundle.errors import InvalidMessageError
+from srp_bundle.json_limits import parse_json
 from srp_bundle.srp_models import CallbackUrl, parse_callback_urls
 
 MAX_MESSAGE_BYTES = 64 * 1024
-MAX_CALLBACK_URLS = 10
+# Far deeper than any render input needs, far below what makes the parser recurse out.
+MAX_MESSAGE_DEPTH = 32
 # URL-safe and a valid Firestore document id (no "/", not "." or "..", not "__x__").
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 _KNOWN_KEYS = {
@@ -53,22 +55,25 @@ def check_request_id(value: object, where: str = "request_id") -> str:
 def request_id_hint(data: bytes, message_id: str) -> str:
     """The request id a (possibly invalid) message asks for, else the message id."""
     try:
-        candidate = json.loads(data).get("request_id")
-        return check_request_id(candidate)
-    except (ValueError, AttributeError, InvalidMessageError):
+        body = parse_json(
+            data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
+        )
+        return check_request_id(body.get("request_id"))
+    except (AttributeError, InvalidMessageError):
         return message_id
 
 
-def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
-    """Validate a Pub/Sub message body; raise `InvalidMessageError` saying what is wrong."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise InvalidMessageError(
-            f"message is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed"
-        )
-    try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise InvalidMessageError(f"message data is not JSON: {error}") from None
+def parse_render_request(
+    data: bytes, message_id: str, *, allow_local_http_callbacks: bool = False
+) -> RenderRequest:
+    """Validate a Pub/Sub message body; raise `InvalidMessageError` saying what is wrong.
+
+    Producer callbacks must pass `check_producer_callbacks` (`allow_local_http_callbacks`
+    is the local-development setting `ALLOW_LOCAL_HTTP_CALLBACKS`).
+    """
+    body = parse_json(
+        data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
+    )
     if not isinstance(body, dict):
         raise InvalidMessageError(f"message data must be a JSON object, got {type(body).__name__}")
     unknown = sorted(set(body) - _KNOWN_KEYS)
@@ -96,8 +101,7 @@ def parse_render_request(data: bytes, message_id: str) -> RenderRequest:
     if not isinstance(metadata, dict):
         raise InvalidMessageError(f"metadata must be a JSON object, got {type(metadata).__name__}")
     callback_urls = parse_callback_urls(body.get("callback_urls"))
-    if len(callback_urls) > MAX_CALLBACK_URLS:
-        raise InvalidMessageError(f"at most {MAX_CALLBACK_URLS} callback_urls are allowed")
+    check_producer_callbacks(callback_urls, allow_local_http=allow_local_http_callbacks)
     retry_of = body.get("retry_of")
     return RenderRequest(
         request_id=check_request_id(body["request_id"]) if "request_id" in body else message_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -31,9 +31,12 @@ AMBIGUOUS_SUBMIT_WAIT_SECONDS = "AMBIGUOUS_SUBMIT_WAIT_SECONDS"
 RENDER_PATH_PATTERN = "RENDER_PATH_PATTERN"
 MAX_SOURCE_PIXELS = "MAX_SOURCE_PIXELS"
 MAX_SOURCE_BYTES = "MAX_SOURCE_BYTES"
+# Local development only: also accept http:// and loopback hosts in producer callback_urls.
+ALLOW_LOCAL_HTTP_CALLBACKS = "ALLOW_LOCAL_HTTP_CALLBACKS"
 
 DEFAULT_SRP_API_URL = "https://srp.snark.art"
 DEFAULT_TASKS_COLLECTION = "srp_tasks"
+MIN_WEBHOOK_SECRET_LENGTH = 16
 DEFAULT_DERIVATIVE_SPECS = "512:webp,256:webp,1024:png"
 # SRP's documented layout: render/<COLLECTION_NAME>/<TASK_UUID>/render.png
 DEFAULT_RENDER_PATH_PATTERN = (
@@ -99,6 +102,7 @@ class Settings:
     render_path_pattern: re.Pattern[str] = re.compile(DEFAULT_RENDER_PATH_PATTERN)
     max_source_pixels: int = 50_000_000
     max_source_bytes: int = 256 * 1024 * 1024
+    allow_local_http_callbacks: bool = False
 
     def require(self, value: str | None, variable: str) -> str:
         """Return a value that the caller cannot work without, naming the variable if unset."""
@@ -174,9 +178,8 @@ def load_settings(
     renders_bucket_name = text(RENDERS_BUCKET)
     derivatives_bucket_name = text(DERIVATIVES_BUCKET)
 
-    webhook_secret = text(WEBHOOK_SECRET)
-    if webhook_secret is not None and len(webhook_secret) < 16:
-        raise ConfigurationError(f"{WEBHOOK_SECRET} must be at least 16 characters long")
+    webhook_secret = _secret(text, WEBHOOK_SECRET)
+    webhook_secret_previous = _secret(text, WEBHOOK_SECRET_PREVIOUS)
 
     return Settings(
         project_id=project_id,
@@ -184,7 +187,7 @@ def load_settings(
         srp_api_key=text(SRP_API_KEY),
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
-        webhook_secret_previous=text(WEBHOOK_SECRET_PREVIOUS),
+        webhook_secret_previous=webhook_secret_previous,
         tasks_collection=text(TASKS_COLLECTION) or DEFAULT_TASKS_COLLECTION,
         events_topic=events_topic,
         renders_bucket_name=renders_bucket_name,
@@ -199,7 +202,18 @@ def load_settings(
         render_path_pattern=_render_path_pattern(text(RENDER_PATH_PATTERN)),
         max_source_pixels=_positive_int(env, MAX_SOURCE_PIXELS, 50_000_000),
         max_source_bytes=_positive_int(env, MAX_SOURCE_BYTES, 256 * 1024 * 1024),
+        allow_local_http_callbacks=_boolean(env, ALLOW_LOCAL_HTTP_CALLBACKS, False),
     )
+
+
+def _secret(text: Callable[[str], str | None], variable: str) -> str | None:
+    """An HMAC key: unset, or long enough that guessing it is hopeless."""
+    value = text(variable)
+    if value is not None and len(value) < MIN_WEBHOOK_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"{variable} must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters long"
+        )
+    return value
 
 
 def _render_path_pattern(value: str | None) -> re.Pattern[str]:

@@ -19,8 +19,15 @@ from enum import StrEnum
 from typing import Any
 
 from srp_bundle.callback_auth import our_callback
+from srp_bundle.callback_policy import check_producer_callbacks
 from srp_bundle.cloudevents import PubsubMessage
-from srp_bundle.errors import BundleError, InvalidMessageError, SrpConnectionError, SrpError
+from srp_bundle.errors import (
+    BundleError,
+    CallbackRefusedError,
+    InvalidMessageError,
+    SrpConnectionError,
+    SrpError,
+)
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import bind, get_logger, log_fields
 from srp_bundle.render_requests import RenderRequest, parse_render_request, request_id_hint
@@ -90,7 +97,11 @@ class Submitter:
         """Handle one delivery; raise only for transient failures (the message is redelivered)."""
         now = now or utc_now()
         try:
-            request = parse_render_request(message.data, message.message_id)
+            request = parse_render_request(
+                message.data,
+                message.message_id,
+                allow_local_http_callbacks=self.settings.allow_local_http_callbacks,
+            )
         except InvalidMessageError as error:
             return self._reject(message, error, now)
         with bind(request_id=request.request_id):
@@ -124,6 +135,13 @@ class Submitter:
         if expired:
             reason = f"never submitted within MAX_REQUEST_AGE_SECONDS ({age:.0f}s old)"
             return self._fail_request(request, "request_expired", reason)
+        try:
+            # A record written before this policy existed is held to it too.
+            check_producer_callbacks(
+                request.callback_urls, allow_local_http=self.settings.allow_local_http_callbacks
+            )
+        except CallbackRefusedError as error:
+            return self._fail_request(request, error.code, str(error))
         return self._post(request, attempt)
 
     # ---- steps ------------------------------------------------------------------------

@@ -41,7 +41,8 @@ def test_a_valid_request_gives_one_task_a_record_and_one_submitted_event(
 
 
 def test_producer_callbacks_are_passed_on_beside_ours(pipeline, render_request) -> None:
-    submit = pipeline.function("submit_task")
+    # Loopback http endpoints: accepted only under the local-development setting.
+    submit = pipeline.function("submit_task", ALLOW_LOCAL_HTTP_CALLBACKS="true")
     producer = [
         "http://127.0.0.1:9/producer-a",
         {"url": "http://127.0.0.1:9/producer-b", "method": "post", "data": {"k": "v"}},

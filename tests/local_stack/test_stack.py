@@ -35,7 +35,12 @@ def test_the_seed_example_is_rendered_end_to_end_and_nothing_outlives_the_stack(
         project_id=unique_name("stack"), tasks_collection=unique_name("tasks"), render_size=256
     )
     with LocalStack(config) as stack:
-        request_id = stack.publish_request(SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT)
+        # A producer callback on this machine: the stack allows loopback http for it.
+        request_id = stack.publish_request(
+            SAMPLE_COLLECTION_UID,
+            SEED_EXAMPLE_INPUT,
+            callback_urls=["http://127.0.0.1:9/producer"],
+        )
         record = stack.wait_for_states([request_id], timeout=120)[request_id]
         events = stack.wait_for_events("render.completed", [request_id])
         processes = stack.processes

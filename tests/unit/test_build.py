@@ -1,11 +1,20 @@
-"""The build step: reproducible deploy zips with requirements generated from pyproject.toml."""
+"""The build step: reproducible deploy zips that install each function's hashed lock."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+from packaging.requirements import Requirement
+
 from srp_bundle import build
+
+FUNCTIONS = build.function_names(build.REPO_ROOT / "functions")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+) \\$")
 
 
 def test_every_function_zip_holds_its_handler_the_package_and_requirements(tmp_path: Path) -> None:
@@ -18,11 +27,12 @@ def test_every_function_zip_holds_its_handler_the_package_and_requirements(tmp_p
             assert "srp_bundle/task_state.py" in files and "srp_bundle/py.typed" in files
             assert not any("__pycache__" in f for f in files)
             assert not any(f.startswith("srp_bundle/cli/") for f in files)
-            requirements = archive.read("requirements.txt").decode().splitlines()
-        assert any(r.startswith("functions-framework") for r in requirements)
-        assert any(r.startswith("google-cloud-firestore") for r in requirements)
+            requirements = archive.read("requirements.txt").decode()
+        assert requirements == build.lock_path(name).read_text()  # the lock, verbatim
+        pins = _pins(requirements)
+        assert {"functions-framework", "google-cloud-firestore"} <= set(pins)
         # Only post-processing ships an image library.
-        assert any(r.startswith("pyvips") for r in requirements) == (name == "postprocess_render")
+        assert ("pyvips" in pins) == (name == "postprocess_render")
 
 
 def test_zips_are_reproducible_so_their_hash_changes_only_with_the_code(tmp_path: Path) -> None:
@@ -39,3 +49,68 @@ def test_requirements_come_from_pyproject(tmp_path: Path) -> None:
     )
     assert build.requirements_for("submit_task", pyproject) == ["a<2", "B>=1"]
     assert build.requirements_for("postprocess_render", pyproject) == ["a<2", "B>=1", "pyvips>=2"]
+
+
+def _pins(lock_text: str) -> dict[str, str]:
+    """name -> exact version of every requirement in a lock."""
+    pins = {}
+    for line in lock_text.splitlines():
+        if line and not line.startswith((" ", "#")):
+            match = _PIN.match(line)
+            assert match, f"not an exact pin with hashes: {line!r}"
+            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_lock_was_generated_from_the_current_pyproject(name: str) -> None:
+    # Offline: the lock records a digest of its inputs. Fix: `python -m srp_bundle.build --lock`.
+    assert build.lock_problem(name) is None, build.lock_problem(name)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_lock_pins_every_package_with_hashes_within_the_pyproject_ranges(name: str) -> None:
+    text = build.lock_path(name).read_text()
+    pins = _pins(text)
+    # Every pinned requirement is followed by at least one sha256 hash line.
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 5)[-1])
+    for block in blocks:
+        if block.strip() and not block.startswith("#"):
+            assert "--hash=sha256:" in block, f"no hash for {block.splitlines()[0]}"
+    for requirement in map(Requirement, build.requirements_for(name, _pyproject())):
+        version = pins.get(requirement.name.lower())
+        assert version is not None, f"{requirement.name} is not locked for {name}"
+        assert requirement.specifier.contains(version), f"{requirement} locked at {version}"
+
+
+def test_a_lock_that_disagrees_with_pyproject_is_refused_by_the_build(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(build.REPO_ROOT / "functions" / "submit_task", root / "functions/submit_task")
+    pyproject = (build.REPO_ROOT / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(pyproject)
+    assert build.lock_problem("submit_task", root) is None
+
+    (root / "pyproject.toml").write_text(pyproject.replace('"httpx>=0.27,<1"', '"httpx>=0.28,<1"'))
+
+    problem = build.lock_problem("submit_task", root)
+    assert problem is not None and "python -m srp_bundle.build --lock" in problem
+    with pytest.raises(SystemExit, match=r"not generated from the current pyproject\.toml"):
+        build.assemble("submit_task", tmp_path / "out", repo_root=root)
+    (root / "functions/submit_task/requirements.txt").unlink()
+    assert "missing" in (build.lock_problem("submit_task", root) or "")
+
+
+def test_floors_are_at_least_the_versions_whose_apis_we_call() -> None:
+    # pyvips.block_untrusted_set appeared in 2.2.1; loading pyvips-binary needs pyvips 3.
+    images = {Requirement(r).name: Requirement(r) for r in _optional("images")}
+    assert not images["pyvips"].specifier.contains("2.2.3")
+    assert images["pyvips"].specifier.contains("3.0.0")
+
+
+def _pyproject() -> Path:
+    return build.REPO_ROOT / "pyproject.toml"
+
+
+def _optional(extra: str) -> list[str]:
+    project = tomllib.loads(_pyproject().read_text())["project"]
+    return list(project["optional-dependencies"][extra])

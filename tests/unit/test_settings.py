@@ -48,6 +48,8 @@ def test_a_missing_variable_is_named(function_name: str, variable: str) -> None:
         ("WEBHOOK_URL", "not a url"),
         ("EVENTS_TOPIC", "has spaces"),
         ("WEBHOOK_SECRET", "short"),
+        ("WEBHOOK_SECRET_PREVIOUS", "fifteen-chars.."),
+        ("ALLOW_LOCAL_HTTP_CALLBACKS", "maybe"),
         ("DERIVATIVE_SPECS", "512:gif"),
         ("DERIVATIVE_SPECS", "huge:webp"),
         ("MAX_REQUEST_AGE_SECONDS", "-1"),
@@ -57,6 +59,19 @@ def test_a_missing_variable_is_named(function_name: str, variable: str) -> None:
 def test_a_malformed_value_is_named(variable: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=variable):
         load_settings(None, {**COMPLETE, variable: value})
+
+
+def test_the_previous_webhook_secret_has_the_same_length_rule() -> None:
+    settings = load_settings(None, {**COMPLETE, "WEBHOOK_SECRET_PREVIOUS": "x" * 16})
+    assert settings.webhook_secret_previous == "x" * 16
+    with pytest.raises(ConfigurationError, match="WEBHOOK_SECRET_PREVIOUS must be at least 16"):
+        load_settings(None, {**COMPLETE, "WEBHOOK_SECRET_PREVIOUS": "x" * 15})
+
+
+def test_local_http_callbacks_are_refused_unless_local_development_says_so() -> None:
+    assert load_settings(None, COMPLETE).allow_local_http_callbacks is False
+    allowed = load_settings(None, {**COMPLETE, "ALLOW_LOCAL_HTTP_CALLBACKS": "true"})
+    assert allowed.allow_local_http_callbacks is True
 
 
 def test_derivative_specs_parse_sizes_and_formats() -> None:
