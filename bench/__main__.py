@@ -3,9 +3,10 @@
 Every figure is set against a baseline measured in the same run (the machines are shared
 and noisy; absolute times are only indicative). Sections: cold (cold start per function),
 webhook (ingest_webhook throughput and latency), postprocess (derivatives vs Pillow and
-sharp), submit (submit_task overhead beyond the SRP round trip), e2e (whole local stack:
-publish -> completed, and billable operations per request), assets (peak memory of a 1 GiB
-asset upload, CLI and SRP emulator, against a small one). See docs/benchmarks.md.
+sharp), media (video poster + preview vs bare ffmpeg), submit (submit_task overhead
+beyond the SRP round trip), e2e (whole local stack: publish -> completed, and billable
+operations per request), assets (peak memory of a 1 GiB asset upload, CLI and SRP
+emulator, against a small one). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 
 from bench.common import Emulators, Section
 
-SECTIONS = ("cold", "webhook", "postprocess", "submit", "e2e", "assets")
+SECTIONS = ("cold", "webhook", "postprocess", "media", "submit", "e2e", "assets")
 
 
 def log(message: str) -> None:
@@ -120,6 +121,11 @@ def main() -> None:
 
         log("postprocess_render...")
         sections.append(postprocess.run(rounds=1 if quick else 3, runs=2 if quick else 3, log=log))
+    if "media" in chosen:
+        from bench import media
+
+        log("postprocess_render on video...")
+        sections.append(media.run(rounds=2 if quick else 5, log=log))
     if "e2e" in chosen:
         from bench import end_to_end
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from local_stack.emulators import EmulatorSetupError
 from local_stack.processes import ProcessStartError
-from local_stack.srp_emulator import SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT
+from local_stack.srp_emulator import MEDIA_SAMPLES, SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT
 from local_stack.stack import LocalStack, StackConfig, StackError
 
 STATE_ORDER = ("received", "submitted", "rendering", "rendered", "completed", "failed")
@@ -124,6 +124,11 @@ def _demo(stack: LocalStack, *, count: int, timeout: float, output: Path) -> int
         )
         for number, input_data in enumerate(inputs)
     ]
+    # One render of every other kind: a video (with a still), a sound, a 3D model.
+    request_ids += [
+        stack.publish_request(collection_uid, input_data, metadata={"token_id": f"{kind}-1"})
+        for kind, (collection_uid, input_data) in MEDIA_SAMPLES.items()
+    ]
     print(f"\npublished {len(request_ids)} render requests; progress:", flush=True)
     started = time.monotonic()
     last_line = ""
@@ -142,23 +147,32 @@ def _demo(stack: LocalStack, *, count: int, timeout: float, output: Path) -> int
     _print_summary(request_ids, records)
     copied = _copy_outputs(stack, records.values(), output)
     print(f"\ncopied {copied} files to {output.resolve()}")
+    sheet = _write_contact_sheet(stack, records.values(), output)
+    print(f"contact sheet (posters, thumbnails, playing previews): {sheet.resolve()}")
     events = Counter(event["type"] for event in stack.events())
     print("events: " + ", ".join(f"{kind} {number}" for kind, number in sorted(events.items())))
     return 0 if all(record.get("state") == "completed" for record in records.values()) else 1
 
 
 def _print_summary(request_ids: Sequence[str], records: dict[str, dict[str, Any]]) -> None:
-    rows = [("request", "task", "state", "render path", "derivative paths")]
+    rows = [("request", "task", "state", "output files (kind)", "derivative paths (role)")]
     for request_id in request_ids:
         record = records[request_id]
-        derivatives = [item["path"] for item in record.get("derivatives") or []]
+        derivatives = [
+            f"{item['path']} ({item.get('role', 'thumbnail')})"
+            for item in record.get("derivatives") or []
+        ]
+        files = [
+            f"{str(item['path']).rsplit('/', 1)[-1]} ({item.get('kind')})"
+            for item in record.get("files") or []
+        ] or [record.get("render_path") or "-"]
         error = record.get("error") or {}
         rows.append(
             (
                 request_id,
                 record.get("task_id") or "-",
                 record.get("state", "?") + (f" ({error.get('message')})" if error else ""),
-                record.get("render_path") or "-",
+                ", ".join(files),
                 derivatives[0] if derivatives else "-",
             )
         )
@@ -176,7 +190,10 @@ def _print_summary(request_ids: Sequence[str], records: dict[str, dict[str, Any]
 def _copy_outputs(stack: LocalStack, records: Any, output: Path) -> int:
     copied = 0
     for record in records:
-        paths = [(stack.config.renders_bucket, record.get("render_path"))]
+        outputs = [item["path"] for item in record.get("files") or []]
+        paths = [
+            (stack.config.renders_bucket, path) for path in outputs or [record.get("render_path")]
+        ]
         paths += [
             (stack.config.derivatives_bucket, item["path"])
             for item in record.get("derivatives") or []
@@ -189,6 +206,22 @@ def _copy_outputs(stack: LocalStack, records: Any, output: Path) -> int:
             target.write_bytes(stack.download(bucket, path))
             copied += 1
     return copied
+
+
+def _write_contact_sheet(stack: LocalStack, records: Any, output: Path) -> Path:
+    """The CLI's contact sheet of the completed demo renders, next to the copied files."""
+    from srp_bundle.cli._export import write_contact_sheet
+    from srp_bundle.task_state import TaskRecord
+
+    completed = [
+        TaskRecord.from_document(record)
+        for record in records
+        if record and record.get("state") == "completed"
+    ]
+    sheet = output / "contact-sheet.html"
+    output.mkdir(parents=True, exist_ok=True)
+    write_contact_sheet(sheet, completed, stack.bucket(stack.config.derivatives_bucket))
+    return sheet
 
 
 if __name__ == "__main__":

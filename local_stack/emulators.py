@@ -6,12 +6,16 @@ Each exposes `env`: the standard variables that point the Google client librarie
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import httpx
 
 from local_stack.processes import REPO_ROOT, ManagedProcess, free_port
 
@@ -76,14 +80,94 @@ class _Emulator:
         self.stop()
 
 
+class FirestoreControl:
+    """Client of the local Firestore's control API (local_stack/firestore/control.js)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._http = httpx.Client(base_url=base_url, timeout=10.0)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def _call(self, method: str, route: str, body: Any = None) -> Any:
+        response = self._http.request(method, route, json=body)
+        if response.status_code != 200:
+            raise ValueError(f"{method} {route}: {response.status_code} {response.text}")
+        return response.json()
+
+    def set_faults(self, **settings: Any) -> dict[str, Any]:
+        """Replace the commit faults (unnamed settings take their defaults); restarts the count."""
+        result: dict[str, Any] = self._call("POST", "/faults", settings)
+        return result
+
+    def faults(self) -> dict[str, Any]:
+        """The commit faults in force."""
+        result: dict[str, Any] = self._call("GET", "/faults")
+        return result
+
+    def reset(self) -> None:
+        """Back to the faults the emulator started with; the commit count starts again."""
+        self._call("POST", "/reset")
+
+    def stats(self) -> dict[str, Any]:
+        """{"commits": counted commits, "injected": [{commit, fault, code, paths}, ...]}."""
+        result: dict[str, Any] = self._call("GET", "/stats")
+        return result
+
+    def set_index_exemptions(self, exemptions: Sequence[Mapping[str, str]]) -> None:
+        """Replace the single-field index exemptions ([{"collection", "field"}, ...])."""
+        self._call("PUT", "/index-exemptions", {"exemptions": list(exemptions)})
+
+    def index_exemptions(self) -> list[dict[str, str]]:
+        """The single-field index exemptions in force."""
+        result: list[dict[str, str]] = self._call("GET", "/index-exemptions")["exemptions"]
+        return result
+
+    def set_max_indexed_value_bytes(self, limit: int | None) -> None:
+        """The indexed string/bytes limit (1,500 by default); None checks no length."""
+        self._call("PUT", "/limits", {"max_indexed_value_bytes": limit})
+
+
 class FirestoreEmulator(_Emulator):
-    """npm `@firestore-emulator/server` plus our transaction-semantics layer (server.js)."""
+    """npm `@firestore-emulator/server` plus our transaction-semantics layer (server.js).
+
+    With the layer, `control` drives its commit faults and index exemptions; `faults` and
+    `index_exemptions` are what it starts with (and what `control.reset()` restores faults to).
+    """
 
     name = "firestore"
 
-    def __init__(self, *, semantics: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        semantics: bool = True,
+        faults: Mapping[str, Any] | None = None,
+        index_exemptions: Sequence[Mapping[str, str]] = (),
+    ) -> None:
         super().__init__()
         self.semantics = semantics
+        self.faults = dict(faults or {})
+        self.index_exemptions = [dict(item) for item in index_exemptions]
+        self.control_url = ""
+        self._control: FirestoreControl | None = None
+
+    @property
+    def control(self) -> FirestoreControl:
+        """The control API client (the layer only: FIRESTORE_SEMANTICS=off has none)."""
+        if not self.semantics or not self.control_url:
+            raise RuntimeError("this Firestore emulator has no control API (not started, or plain)")
+        if self._control is None:
+            self._control = FirestoreControl(self.control_url)
+        return self._control
+
+    def stop(self) -> None:
+        """Stop the emulator and close the control client."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        super().stop()
 
     @property
     def env(self) -> dict[str, str]:
@@ -97,14 +181,19 @@ class FirestoreEmulator(_Emulator):
                 f"the Firestore emulator is not installed: run `npm ci` in {FIRESTORE_DIR} "
                 "(scripts/bootstrap does it)"
             )
-        port = free_port()
+        port, control_port = free_port(), free_port()
         self.process = ManagedProcess(
             self.name,
-            ["node", str(FIRESTORE_DIR / "server.js"), str(port)],
+            ["node", str(FIRESTORE_DIR / "server.js"), str(port), str(control_port)],
             ready_pattern=r"firestore emulator listening on (\S+)",
-            env={"FIRESTORE_SEMANTICS": "on" if self.semantics else "off"},
+            env={
+                "FIRESTORE_SEMANTICS": "on" if self.semantics else "off",
+                "FIRESTORE_FAULTS": json.dumps(self.faults),
+                "FIRESTORE_INDEX_EXEMPTIONS": json.dumps(self.index_exemptions),
+            },
         ).start()
         self.host = f"127.0.0.1:{port}"
+        self.control_url = f"http://127.0.0.1:{control_port}" if self.semantics else ""
         return self
 
 

@@ -34,6 +34,7 @@ from local_stack.emulators import (
 from local_stack.functions import SIGNATURE_TYPES, FunctionProcess, available_functions
 from local_stack.processes import ManagedProcess, free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
+from local_stack.terraform_exemptions import terraform_index_exemptions
 from srp_bundle import settings as bundle_settings
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class StackConfig:
     srp_render_seconds: float = 0.3
     srp_faults: Mapping[str, Any] | None = None
     srp_seed: int | None = None
+    # Commit faults of the local Firestore (local_stack/firestore/README.md), e.g.
+    # {"seed": 3, "drop_answer_rate": 0.05}; its index exemptions come from our Terraform.
+    firestore_faults: Mapping[str, Any] | None = None
     # Eventarc and the render-requests subscription's retry and dead-letter policy.
     max_delivery_attempts: int = 5
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(0.5, 10.0))
@@ -90,7 +94,12 @@ class LocalStack:
         # Emulators passed in belong to the caller (e.g. a test session): never stopped here.
         self._given_firestore = firestore_emulator
         self._given_pubsub = pubsub_emulator
-        self.firestore_emulator = firestore_emulator or FirestoreEmulator()
+        self.firestore_emulator = firestore_emulator or FirestoreEmulator(
+            faults=self.config.firestore_faults,
+            index_exemptions=terraform_index_exemptions(
+                {"tasks_collection": self.config.tasks_collection}
+            ),
+        )
         self.pubsub_emulator = pubsub_emulator or PubsubEmulator(use_existing=False)
         self.gcs_emulator: GcsEmulator | None = None
         self.srp: SrpEmulatorProcess | None = None
@@ -482,8 +491,12 @@ class LocalStack:
 
     def download(self, bucket: str, path: str) -> bytes:
         """An object's bytes from the local GCS."""
+        return bytes(self.bucket(bucket).blob(path).download_as_bytes())
+
+    def bucket(self, name: str) -> Any:
+        """A local GCS bucket, through the stack's storage client."""
         assert self._storage is not None, "the stack is not running"
-        return bytes(self._storage.bucket(bucket).blob(path).download_as_bytes())
+        return self._storage.bucket(name)
 
     def describe(self) -> dict[str, Any]:
         """Endpoints, topics and env vars, for printing and for tools pointed at the stack."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 
 # Before anything imports grpc: see local_stack/__init__.py.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -76,3 +79,37 @@ def emulator_env(
     }
     os.environ.update(env)
     return env
+
+
+class RequestListener:
+    """A local HTTP server that records every request a crafted file might make it receive."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                listener.requests.append(self.path)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def request_listener() -> Iterator[RequestListener]:
+    """A server that counts requests, for tests that show nothing calls out."""
+    listener = RequestListener()
+    yield listener
+    listener.close()

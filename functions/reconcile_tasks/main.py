@@ -6,6 +6,7 @@ import functions_framework
 from cloudevents.http.event import CloudEvent
 
 from srp_bundle import log, runtime
+from srp_bundle.postprocessing import RenderPostprocessor
 from srp_bundle.reconciliation import Reconciler
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import Submitter
@@ -22,4 +23,8 @@ def reconcile_tasks(cloud_event: CloudEvent) -> None:
         srp = runtime.srp_client(settings)
         publisher = runtime.event_publisher(settings)
         submitter = Submitter(settings, store, srp, publisher)
-        Reconciler(settings, store, srp, publisher, submitter).run()
+        redrive = None
+        if settings.renders_bucket_name and settings.derivatives_bucket_name:
+            storage_client = runtime.storage_client(settings.project_id)
+            redrive = RenderPostprocessor(settings, store, storage_client, publisher).redrive
+        Reconciler(settings, store, srp, publisher, submitter, redrive_postprocessing=redrive).run()

@@ -1,11 +1,17 @@
 // Local Firestore for tests and the local stack: @firestore-emulator/server on a loopback port,
 // with Firestore's transaction and commit semantics (transactional.js) unless
 // FIRESTORE_SEMANTICS=off, which serves plain upstream behaviour (the control in tests).
-// Usage: node server.js <port>
+// Usage: node server.js <port> [<control port>]
+// The control port serves control.js (commit faults, index exemptions); with the layer only.
+// FIRESTORE_FAULTS (JSON) sets the initial commit faults, FIRESTORE_INDEX_EXEMPTIONS (a JSON
+// list of {collection, field}) the single-field index exemptions.
 "use strict";
 
 const { ServerCredentials } = require("@grpc/grpc-js");
 const { FirestoreServer } = require("@firestore-emulator/server");
+const { createControlServer } = require("./control");
+const { CommitFaults } = require("./faults");
+const { IndexExemptions } = require("./limits");
 const { installTransactionalSemantics } = require("./transactional");
 
 function bindLoopback(grpcServer, port) {
@@ -18,8 +24,23 @@ function bindLoopback(grpcServer, port) {
 
 async function main() {
   const port = Number(process.argv[2] || 8080);
+  const controlPort = process.argv[3] ? Number(process.argv[3]) : null;
   const server = new FirestoreServer();
-  if (process.env.FIRESTORE_SEMANTICS !== "off") installTransactionalSemantics(server);
+  let control = null;
+  if (process.env.FIRESTORE_SEMANTICS !== "off") {
+    const initialFaults = JSON.parse(process.env.FIRESTORE_FAULTS || "{}");
+    const semantics = installTransactionalSemantics(server, {
+      faults: new CommitFaults(initialFaults),
+      exemptions: new IndexExemptions(JSON.parse(process.env.FIRESTORE_INDEX_EXEMPTIONS || "[]")),
+    });
+    if (controlPort !== null) {
+      control = createControlServer(semantics, initialFaults);
+      await new Promise((resolve, reject) => {
+        control.once("error", reject);
+        control.listen(controlPort, "127.0.0.1", resolve);
+      });
+    }
+  }
   // Upstream's start() binds 0.0.0.0; a test emulator has no business outside loopback.
   await bindLoopback(server.server, port);
   console.log(`firestore emulator listening on 127.0.0.1:${port}`);
@@ -27,6 +48,7 @@ async function main() {
     // Close the listening socket first: exiting alone leaves it open for a moment after the
     // main thread is gone, and callers take a closed port as "the emulator has stopped".
     server.server.forceShutdown();
+    control?.close();
     process.exit(0);
   };
   process.on("SIGTERM", stop);

@@ -27,6 +27,8 @@ const {
 } = require("@firestore-emulator/proto/dist/google/firestore/v1/firestore");
 const { Empty } = require("@firestore-emulator/proto/dist/google/protobuf/empty");
 const { TimestampFromDate } = require("@firestore-emulator/server");
+const { CommitFaults } = require("./faults");
+const { IndexExemptions, checkDocument } = require("./limits");
 
 const SERVICE_PATH = "/google.firestore.v1.Firestore";
 // An older transaction stops holding back younger commits once idle this long (its client may
@@ -77,6 +79,10 @@ class TransactionalSemantics {
     this.lastCommitMs = 0;
     this.lastAge = 0n;
     this.waiters = new Set();
+    // Production's data limits and the commit faults; the control server changes them.
+    this.exemptions = options.exemptions ?? new IndexExemptions();
+    this.maxIndexedValueBytes = options.maxIndexedValueBytes;
+    this.faults = options.faults ?? new CommitFaults();
   }
 
   begin(readOnly, retryTransactionId) {
@@ -173,20 +179,40 @@ class TransactionalSemantics {
       throw new GrpcError(Status.INVALID_ARGUMENT, "Cannot write in a read-only transaction.");
     }
     const paths = writes.map(pathOfWrite);
+    let keepTransaction = false;
     try {
       if (transaction) transaction.busy = true;
       const age = transaction ? transaction.age : ++this.lastAge;
       await this.#waitForOlderHolders(transaction, age, paths);
       if (call.cancelled) throw new GrpcError(Status.CANCELLED, "Commit cancelled by the client.");
       // From here to the end everything is synchronous: no other request interleaves.
+      const fault = this.faults.decide(paths.map(relativePath));
+      if (fault?.kind === "fail") {
+        // Refused before the backend saw it: the transaction is still usable.
+        keepTransaction = true;
+        throw new GrpcError(fault.code, "The service is currently unavailable (injected fault).");
+      }
       if (transaction && (transaction.wounded || this.#isStale(transaction))) {
         throw new GrpcError(Status.ABORTED, CONTENTION_MESSAGE);
       }
       const commitDate = this.#nextCommitDate();
       this.#checkPreconditions(writes, paths, commitDate);
-      return [commitDate, this.#applyAll(writes, paths, commitDate)];
+      const results = this.#applyAll(writes, paths, commitDate);
+      if (fault?.kind === "drop") {
+        throw new GrpcError(
+          fault.code,
+          fault.code === Status.DEADLINE_EXCEEDED
+            ? "Deadline exceeded (injected fault: the commit was applied, its answer lost)."
+            : "The service is currently unavailable (injected fault: the commit was applied).",
+        );
+      }
+      return [commitDate, results];
     } finally {
-      if (transaction) this.end(transaction);
+      if (transaction && keepTransaction) {
+        transaction.busy = false;
+        transaction.lastActiveMs = Date.now();
+        this.#wakeWaiters();
+      } else if (transaction) this.end(transaction);
       else this.#wakeWaiters();
     }
   }
@@ -304,7 +330,20 @@ class TransactionalSemantics {
     const saved = documents.map((document) => [document, document.metadata, document.fields]);
     let results;
     try {
-      results = writes.map((write) => this.state.writeV1Document(commitDate, write));
+      results = writes.map((write) => {
+        // Firestore's set() without merge replaces the document; upstream would merge.
+        if (write.has_update && !write.has_update_mask) {
+          this.state.getDocument(write.update.name).fields = {};
+        }
+        return this.state.writeV1Document(commitDate, write);
+      });
+      for (const document of documents) {
+        if (!document.metadata.hasExist) continue;
+        const object = document.toV1DocumentObject();
+        checkDocument(relativePath(object.name), object, this.exemptions, {
+          maxIndexedValueBytes: this.maxIndexedValueBytes,
+        });
+      }
     } catch (error) {
       for (const [document, metadata, fields] of saved) {
         document.metadata = metadata;
@@ -343,6 +382,13 @@ function ageOf(retryTransactionId) {
 
 function timestampToMs(timestamp) {
   return Number(timestamp.seconds) * 1000 + Math.floor(timestamp.nanos / 1e6);
+}
+
+/** "projects/p/databases/d/documents/a/b" -> "a/b". */
+function relativePath(name) {
+  const marker = "/documents/";
+  const at = name.indexOf(marker);
+  return at < 0 ? name : name.slice(at + marker.length);
 }
 
 function pathOfWrite(write) {

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 SAMPLE_COLLECTIONS_FILE = Path(__file__).with_name("sample_collections.json")
+# File extensions a collection may render (see renderer.render_outputs).
+OUTPUT_KINDS = ("png", "mp4", "webm", "mov", "wav", "mp3", "ogg", "flac", "glb")
 
 SHAPES = ("solid", "flare", "stripes", "checker", "dots", "ellipse", "triangle", "rounded")
 _COLOR_PATTERN = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
@@ -56,6 +58,8 @@ class Collection:
     plugin: dict[str, Any]
     options: dict[str, Any]
     layers: list[Layer] = field(default_factory=list)
+    # The files one render writes into the task's folder (`options.outputs`).
+    outputs: tuple[str, ...] = ("render.png",)
 
     def public_view(self) -> dict[str, Any]:
         """The `collection` object of the seed's GET response."""
@@ -155,9 +159,24 @@ def _parse_collection(entry: Any, where: str) -> Collection:
             plugin=dict(entry.get("plugin", {"id": 1, "label": "Demo", "name": "demo"})),
             options=dict(entry.get("options", {})),
             layers=layers,
+            outputs=_parse_outputs(entry.get("options", {}), where),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CollectionConfigError(f"{where}: {error!r}") from error
+
+
+def _parse_outputs(options: dict[str, Any], where: str) -> tuple[str, ...]:
+    outputs = options.get("outputs", ["render.png"])
+    if not isinstance(outputs, list) or not outputs:
+        raise CollectionConfigError(f"{where}.options.outputs: expected a list of file names")
+    for name in outputs:
+        extension = str(name).rsplit(".", 1)[-1]
+        if "/" in str(name) or extension not in OUTPUT_KINDS:
+            raise CollectionConfigError(
+                f"{where}.options.outputs: cannot render {name!r} "
+                f"(one of {', '.join('*.' + kind for kind in OUTPUT_KINDS)})"
+            )
+    return tuple(str(name) for name in outputs)
 
 
 def _parse_layer(entry: dict[str, Any], where: str) -> Layer:

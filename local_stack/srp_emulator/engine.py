@@ -23,7 +23,7 @@ from local_stack.srp_emulator.callbacks import (
 )
 from local_stack.srp_emulator.collections import Collection, InputDataError
 from local_stack.srp_emulator.faults import FaultInjector
-from local_stack.srp_emulator.renderer import render_png
+from local_stack.srp_emulator.renderer import render_outputs
 
 if TYPE_CHECKING:  # assets.py imports RequestError from here
     from local_stack.srp_emulator.assets import AssetStore
@@ -162,6 +162,8 @@ class Engine:
         self.requests_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.callbacks_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.paused = False
+        # Set by the control API: every held delay (late done, create_then_hang) ends now.
+        self.released = False
         self.active_renders = 0
         self.max_active_renders = 0
         self._waiting: list[Task] = []
@@ -195,6 +197,7 @@ class Engine:
             self.requests_log.clear()
             self.callbacks_log.clear()
             self.paused = False
+            self.released = False
             self.max_active_renders = self.active_renders
             self.changed.notify_all()
         if self.assets is not None:
@@ -204,6 +207,18 @@ class Engine:
         """Hold or release the queue (tasks already rendering carry on)."""
         with self.changed:
             self.paused = paused
+            self.changed.notify_all()
+
+    def hold(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if released or stopping; True if the emulator is stopping."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.stopping.is_set() or self.released, seconds)
+        return self.stopping.is_set()
+
+    def release_held(self) -> None:
+        """End every held delay, now and until the next reset (tests use it to go on)."""
+        with self.changed:
+            self.released = True
             self.changed.notify_all()
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
@@ -347,24 +362,31 @@ class Engine:
             images = (
                 self.assets.layer_images(task.collection, task.render_input) if self.assets else {}
             )
-            png = render_png(task.collection, task.render_input, self.settings.render_size, images)
-            path = f"render/{task.collection.name}/{task.id}/render.png"
+            folder = f"render/{task.collection.name}/{task.id}"
+            files = [
+                (f"{folder}/{name}", data)
+                for name, data in render_outputs(
+                    task.collection, task.render_input, self.settings.render_size, images
+                )
+            ]
+            paths = [path for path, _ in files]
             if early_done:
                 self._finish(
                     task,
                     DONE,
-                    output_files=[path],
+                    output_files=paths,
                     fault="early_done",
                     after_delivery=lambda: self._upload_later(
-                        task, path, png, config.early_done_upload_delay
+                        task, files, config.early_done_upload_delay
                     ),
                 )
                 return
-            self._upload(task, path, png)
+            for path, data in files:
+                self._upload(task, path, data)
             self._finish(
                 task,
                 DONE,
-                output_files=[path],
+                output_files=paths,
                 delay_seconds=config.late_done_delay if late_done else 0.0,
                 fault="late_done" if late_done else None,
             )
@@ -380,13 +402,16 @@ class Engine:
             task.uploaded_at = datetime.now(UTC)
             self.changed.notify_all()
 
-    def _upload_later(self, task: Task, path: str, png: bytes, delay_seconds: float) -> None:
+    def _upload_later(
+        self, task: Task, files: list[tuple[str, bytes]], delay_seconds: float
+    ) -> None:
         if self.stopping.wait(delay_seconds):
             return
-        try:
-            self._upload(task, path, png)
-        except Exception:
-            logger.exception("late upload of %s failed", path)
+        for path, data in files:
+            try:
+                self._upload(task, path, data)
+            except Exception:
+                logger.exception("late upload of %s failed", path)
 
     def _finish(
         self,
@@ -442,7 +467,7 @@ class Engine:
 
     def _deliver_all(self, task: Task, outbox: queue.Queue[_Announcement | None]) -> None:
         while (announcement := outbox.get()) is not None:
-            if announcement.delay_seconds and self.stopping.wait(announcement.delay_seconds):
+            if announcement.delay_seconds and self.hold(announcement.delay_seconds):
                 return
             dropped = self.faults.hits("drop_callback_rate")
             duplicated = self.faults.hits("duplicate_callback_rate")

@@ -29,6 +29,12 @@ class FaultConfig:
     error_429_rate: float = 0.0
     retry_after_seconds: int = 1
     lost_response_rate: float = 0.0  # POST only: the task is created, the connection dropped
+    # POST only: the task is created (and gets its callbacks), the answer is a 5xx from the
+    # proxy in front, or comes only after create_then_hang_seconds (past the client's timeout).
+    create_then_error_rate: float = 0.0
+    create_then_error_statuses: list[int] = field(default_factory=lambda: [502, 503, 504])
+    create_then_hang_rate: float = 0.0
+    create_then_hang_seconds: float = 30.0
     slow_rate: float = 0.0  # the request is handled, the answer is delayed by slow_seconds
     slow_seconds: float = 2.0
     # Render faults, drawn once per task:

@@ -113,6 +113,10 @@ class EmulatorControl:
         """Release the queue."""
         self._post("resume")
 
+    def release(self) -> None:
+        """End every held delay (late `done` callbacks, create_then_hang answers) now."""
+        self._post("release")
+
     def assets(self, **filters: Any) -> list[dict[str, Any]]:
         """Assets issued, uploaded and created (filters on any field, e.g. `id=`)."""
         assets: list[dict[str, Any]] = self._get("assets", filters)["assets"]

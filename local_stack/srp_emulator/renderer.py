@@ -1,4 +1,8 @@
-"""Deterministic PNG renders: one layer per trait, composited in the collection's order."""
+"""Deterministic renders: one layer per trait, composited in the collection's order.
+
+A collection renders a PNG by default; `options.outputs` may ask for a short video (its
+frames drawn here, encoded by ffmpeg), a sound (ffmpeg) and a GLB model as well.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,70 @@ from collections.abc import Mapping
 
 from PIL import Image, ImageColor, ImageDraw
 
+from local_stack import media_samples
 from local_stack.srp_emulator.collections import SHAPES, Collection, Layer
 
 DEFAULT_RENDER_SIZE = 2048
+# Videos are small and short: the emulator renders for tests and demos, not for show.
+VIDEO_MAX_SIZE = 320
+VIDEO_FRAMES = 20
+VIDEO_FPS = 10
+
+
+def render_outputs(
+    collection: Collection,
+    input_data: dict[str, str],
+    size: int,
+    layer_images: Mapping[str, Image.Image] | None = None,
+) -> list[tuple[str, bytes]]:
+    """Every file of the collection's `outputs`, as (file name, bytes).
+
+    `layer_images`: traits drawn from the collection's uploaded assets (see render_png).
+    """
+    outputs = []
+    for name in collection.outputs:
+        extension = name.rsplit(".", 1)[-1]
+        if extension == "png":
+            data = render_png(collection, input_data, size, layer_images)
+        elif extension in media_samples.VIDEO_CONTAINERS:
+            data = render_video(
+                collection, input_data, min(size, VIDEO_MAX_SIZE), extension, layer_images
+            )
+        elif extension in media_samples.AUDIO_CONTAINERS:
+            pitch = 220 + _digest(repr(sorted(input_data.items())))[0] * 2
+            data = media_samples.sound(extension, seconds=2.0, frequency=pitch)
+        else:
+            traits = len(input_data)
+            data = media_samples.glb(
+                meshes=traits, nodes=traits + 1, materials=traits, generator="srp-emulator"
+            )
+        outputs.append((name, data))
+    return outputs
+
+
+def render_video(
+    collection: Collection,
+    input_data: dict[str, str],
+    size: int,
+    container: str,
+    layer_images: Mapping[str, Image.Image] | None = None,
+) -> bytes:
+    """The render fading in from black and growing: frames drawn here, encoded by ffmpeg."""
+    size -= size % 2  # H.264 wants even dimensions
+    still_png = render_png(collection, input_data, size, layer_images)
+    still = Image.open(io.BytesIO(still_png)).convert("RGBA")
+    frames = []
+    for number in range(VIDEO_FRAMES):
+        progress = (number + 1) / VIDEO_FRAMES
+        frame = Image.new("RGBA", (size, size), (0, 0, 0, 255))
+        scaled = max(2, round(size * (0.6 + 0.4 * progress)))
+        layer = still.resize((scaled, scaled))
+        layer.putalpha(layer.getchannel("A").point(lambda a, p=progress: round(a * p)))
+        frame.alpha_composite(layer, ((size - scaled) // 2, (size - scaled) // 2))
+        output = io.BytesIO()
+        frame.convert("RGB").save(output, format="PNG", compress_level=1)
+        frames.append(output.getvalue())
+    return media_samples.video_from_frames(frames, fps=VIDEO_FPS, container=container)
 
 
 def render_png(

@@ -186,6 +186,18 @@ class _Handler(BaseHTTPRequestHandler):
                 engine.log_request(entry)
                 self._drop_connection()
                 return
+            if method == "POST" and status == 201 and faults.hits("create_then_error_rate"):
+                error_status = faults.choose(config.create_then_error_statuses)
+                entry.update(fault="create_then_error", response_status=error_status)
+                engine.log_request(entry)
+                self._send(error_status, {"detail": "Bad gateway (injected, task created)."})
+                return
+            if method == "POST" and status == 201 and faults.hits("create_then_hang_rate"):
+                entry.update(fault="create_then_hang", response_status=status)
+                engine.log_request(entry)
+                engine.hold(config.create_then_hang_seconds)
+                self._send(status, body, headers)
+                return
             if faults.hits("slow_rate"):
                 entry["fault"] = "slow"
                 engine.stopping.wait(config.slow_seconds)
@@ -298,6 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "reset"): self._reset,
             ("POST", "pause"): lambda: self._pause(True),
             ("POST", "resume"): lambda: self._pause(False),
+            ("POST", "release"): self._release,
             ("GET", "stats"): self._stats,
             ("GET", "assets"): lambda: (200, {"assets": self._assets().control_views(query)}),
             ("POST", "assets/faults"): lambda: (
@@ -366,6 +379,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _pause(self, paused: bool) -> tuple[int, Any]:
         self.server.engine.set_paused(paused)
         return 200, {"paused": paused}
+
+    def _release(self) -> tuple[int, Any]:
+        self.server.engine.release_held()
+        return 200, {"released": True}
 
     def _stats(self) -> tuple[int, Any]:
         engine = self.server.engine

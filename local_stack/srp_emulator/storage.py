@@ -38,4 +38,19 @@ class GcsRenderStore:
     def upload(self, path: str, data: bytes) -> None:
         """Write a render; repeating the same write is harmless, so the client may retry it."""
         blob = self._bucket.blob(path)
-        blob.upload_from_string(data, content_type="image/png", retry=storage.retry.DEFAULT_RETRY)
+        content_type = _CONTENT_TYPES.get(path.rsplit(".", 1)[-1], "application/octet-stream")
+        blob.upload_from_string(data, content_type=content_type, retry=storage.retry.DEFAULT_RETRY)
+
+
+# What SRP declares for each kind it writes (post-processing trusts the bytes, not this).
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "flac": "audio/flac",
+    "glb": "model/gltf-binary",
+}

@@ -3,25 +3,31 @@
 Nothing is written for a request that fails authentication (401), uses the wrong method
 (405) or sends a malformed body (400). A terminal status is confirmed with SRP's
 `GET /api/v1/tasks?id=` before it is accepted, so a forged or replayed body cannot
-finish a task; if SRP disagrees, SRP's own status is what the record gets.
+finish a task; if SRP disagrees, SRP's own status is what the record gets. A task the
+record does not name yet is read back from SRP too: it is attached (or kept as a
+duplicate of a lost POST) only if SRP says it renders the request's collection and was
+posted with this request's callback; otherwise the callback is logged and changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
-from srp_bundle.callback_auth import CALLBACK_METHOD, token_is_valid
+from srp_bundle.callback_auth import CALLBACK_METHOD, REQUEST_ID_PARAM, token_is_valid
 from srp_bundle.errors import InvalidMessageError, SrpError, SrpNotFoundError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.json_limits import parse_json
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.render_paths import check_output_files
 from srp_bundle.settings import Settings
-from srp_bundle.srp_models import SrpCallback, parse_callback
-from srp_bundle.task_state import SrpStatusReported, is_terminal_status
+from srp_bundle.srp_models import CallbackUrl, SrpCallback, SrpTask, parse_callback
+from srp_bundle.task_state import SrpStatusReported, TaskRecord, is_terminal_status
 from srp_bundle.task_store import RecordNotFoundError, TaskStore
 
 if TYPE_CHECKING:
@@ -29,10 +35,14 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 MAX_CALLBACK_BYTES = 64 * 1024
+MAX_STATUS_CHARS = 64
+# SRP's task ids are UUIDs; anything else is not a task SRP made.
+_SRP_TASK_ID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 # SRP's callbacks are flat; the body is kept in the event log, and Firestore refuses
 # values nested deeper than 20 levels.
 MAX_CALLBACK_DEPTH = 16
-_UNKNOWN_TO_SRP = "\0unknown"
 
 
 @dataclass(frozen=True)
@@ -72,28 +82,32 @@ class CallbackIngestor:
         except InvalidMessageError as error:
             logger.warning("malformed callback: %s", error)
             return Reply(400, {"error": str(error)})
+        record = self.store.get(request_id)
+        if record is None:
+            logger.error(
+                "callback for an unknown request", extra=log_fields(task_id=callback.task_id)
+            )
+            return Reply(404, {"error": f"no render request {request_id!r}"})
         status, reason = callback.status, _reason(callback)
-        if self.settings.confirm_terminal_status and is_terminal_status(status):
-            try:
-                confirmed = self._confirm(request_id, callback)
-            except SrpError as error:
-                # SRP retries a failed callback delivery; nothing was written.
-                logger.warning("could not confirm %s with SRP: %s", status, error)
-                return Reply(503, {"error": "could not confirm the status with SRP; retry"})
-            if confirmed == _UNKNOWN_TO_SRP:
-                logger.warning(
-                    "callback for a task SRP does not know; ignored",
-                    extra=log_fields(task_id=callback.task_id),
-                )
-                return Reply(422, {"error": f"SRP has no task {callback.task_id!r}"})
-            if confirmed is not None and confirmed != status:
-                logger.warning(
-                    "callback said %s but SRP says %s; recording SRP's status",
-                    status,
-                    confirmed,
-                    extra=log_fields(task_id=callback.task_id),
-                )
-                status, reason = confirmed, None
+        confirm = (
+            self.settings.confirm_terminal_status
+            and is_terminal_status(status)
+            and not record.is_terminal
+        )
+        srp_task: SrpTask | None = None
+        if callback.task_id != record.task_id or confirm:
+            checked = self._check_task(record, callback.task_id)
+            if isinstance(checked, Reply):
+                return checked
+            srp_task = checked
+        if confirm and srp_task is not None and srp_task.status != status:
+            logger.warning(
+                "callback said %s but SRP says %s; recording SRP's status",
+                status,
+                srp_task.status,
+                extra=log_fields(task_id=callback.task_id),
+            )
+            status, reason = srp_task.status, None
         # Output files only count when SRP's own status is the one the callback reported.
         output_files = (callback.output_files or ()) if status == callback.status else ()
         change = SrpStatusReported(
@@ -108,9 +122,6 @@ class CallbackIngestor:
         try:
             transition = self.store.apply(request_id, change, received=received)
         except RecordNotFoundError:
-            logger.error(
-                "callback for an unknown request", extra=log_fields(task_id=change.task_id)
-            )
             return Reply(404, {"error": f"no render request {request_id!r}"})
         publish_transition(self.store, self.publisher, request_id, transition.events)
         record = transition.record
@@ -130,22 +141,83 @@ class CallbackIngestor:
             body, what="body", max_bytes=MAX_CALLBACK_BYTES, max_depth=MAX_CALLBACK_DEPTH
         )
         callback = parse_callback(payload)
+        if not _SRP_TASK_ID.match(callback.task_id):
+            raise InvalidMessageError(f"task_id must be a UUID, got {callback.task_id!r:.60}")
+        if len(callback.status) > MAX_STATUS_CHARS:
+            raise InvalidMessageError(
+                f"status must be at most {MAX_STATUS_CHARS} characters, got {len(callback.status)}"
+            )
         check_output_files(callback.output_files, callback.task_id)
         if callback.status.strip().lower() == "done" and not callback.output_files:
             raise InvalidMessageError("a done callback must list output_files")
         return callback
 
-    def _confirm(self, request_id: str, callback: SrpCallback) -> str | None:
-        """SRP's own status for the task, unless the record makes asking pointless (None)."""
-        record = self.store.get(request_id)
-        if record is None or record.is_terminal:
-            return None  # unknown request (404 follows) or a duplicate: nothing can change
-        if record.task_id is not None and record.task_id != callback.task_id:
-            return None  # another task than ours: recorded as a duplicate, never applied
+    def _check_task(self, record: TaskRecord, task_id: str) -> SrpTask | Reply:
+        """SRP's own view of the task, or the answer when it cannot be the record's."""
         try:
-            return self.srp().get_task(callback.task_id).status
+            task = self._srp_task(task_id)
+        except SrpError as error:
+            # SRP retries a failed callback delivery; nothing was written.
+            logger.warning("could not check the task with SRP: %s", error)
+            return Reply(503, {"error": "could not confirm the task with SRP; retry"})
+        if task is None:
+            logger.warning(
+                "callback for a task SRP does not know; ignored", extra=log_fields(task_id=task_id)
+            )
+            return Reply(422, {"error": f"SRP has no task {task_id!r}"})
+        problem = self._not_this_requests_task(record, task_id, task)
+        if problem is None:
+            return task
+        logger.warning("callback ignored: %s", problem, extra=log_fields(task_id=task_id))
+        return Reply(
+            200,
+            {
+                "request_id": record.request_id,
+                "state": str(record.state),
+                "changed": False,
+                "ignored": problem,
+            },
+        )
+
+    def _srp_task(self, task_id: str) -> SrpTask | None:
+        """The task as SRP has it, or None if SRP does not know it."""
+        try:
+            return self.srp().get_task(task_id)
         except SrpNotFoundError:
-            return _UNKNOWN_TO_SRP
+            return None
+
+    def _not_this_requests_task(
+        self, record: TaskRecord, task_id: str, task: SrpTask
+    ) -> str | None:
+        """Why SRP's task cannot be the record's (or a duplicate of its POST), or None."""
+        if task.id != task_id:
+            return f"SRP answered with task {task.id!r} for {task_id!r}"
+        collection = task.collection.uid if task.collection else None
+        if collection and record.collection_id and not _same_uuid(collection, record.collection_id):
+            return f"task {task_id} renders collection {collection}, not {record.collection_id}"
+        if task_id == record.task_id:
+            return None
+        # SRP echoes the callbacks it was given: ours names the request that posted the task.
+        named = {_request_named_by(callback) for callback in task.options.callback_urls}
+        if task.options.callback_urls and record.request_id not in named:
+            return f"task {task_id} was not posted for request {record.request_id}"
+        owner = self.store.find_by_task_id(task_id)
+        if owner is not None and owner.request_id != record.request_id:
+            return f"task {task_id} is request {owner.request_id}'s"
+        return None
+
+
+def _request_named_by(callback: CallbackUrl) -> str | None:
+    url = callback if isinstance(callback, str) else callback.url
+    values = parse_qs(urlsplit(url).query).get(REQUEST_ID_PARAM) if isinstance(url, str) else None
+    return values[0] if values else None
+
+
+def _same_uuid(one: str, other: str) -> bool:
+    try:
+        return uuid.UUID(one) == uuid.UUID(other)
+    except ValueError:
+        return one == other
 
 
 def _reason(callback: SrpCallback) -> str | None:

@@ -1,12 +1,17 @@
-"""Dead letters: render requests whose deliveries were all used up are marked failed, with why."""
+"""Dead letters: render requests whose deliveries were all used up are marked failed, with why.
+
+The decision is taken inside the record's transaction (a task attached meanwhile wins).
+A message without `request_id` reaches the dead-letter topic under a new message id; its
+record is found by the digest of the message data, so no second record is ever created.
+"""
 
 from __future__ import annotations
 
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import get_logger, log_fields
-from srp_bundle.render_requests import request_id_hint
-from srp_bundle.task_state import TaskFailed, TaskRecord, advance, utc_now
+from srp_bundle.render_requests import message_digest, requested_id
+from srp_bundle.task_state import DeadLettered, State, TaskRecord, utc_now
 from srp_bundle.task_store import TaskStore
 
 logger = get_logger(__name__)
@@ -19,38 +24,43 @@ def record_dead_letter(
     store: TaskStore, publisher: EventPublisher, message: PubsubMessage
 ) -> TaskRecord | None:
     """Mark the dead-lettered request failed unless SRP already has its task."""
-    request_id = request_id_hint(message.data, message.message_id)
-    attempts = message.attributes.get(DELIVERY_COUNT_ATTRIBUTE, "?")
-    source = message.attributes.get(
-        SOURCE_SUBSCRIPTION_ATTRIBUTE, "the render-requests subscription"
+    digest = message_digest(message.data)
+    request_id = requested_id(message.data) or _original_request_id(store, digest, message)
+    change = DeadLettered(
+        attempts=message.attributes.get(DELIVERY_COUNT_ATTRIBUTE, "?"),
+        source=message.attributes.get(
+            SOURCE_SUBSCRIPTION_ATTRIBUTE, "the render-requests subscription"
+        ),
     )
-    record = store.get(request_id)
-    last_error = (record.last_error or {}).get("message") if record else None
-    reason = f"gave up after {attempts} delivery attempts from {source}" + (
-        f"; last error: {last_error}" if last_error else ""
-    )
-    if record is None:
-        failed = advance(
-            TaskRecord(request_id=request_id, collection_id=""),
-            TaskFailed("dead_lettered", reason),
-        )
-        if store.create(failed.record, [{"kind": "dead_letter"}, *failed.log], failed.events):
-            publish_transition(store, publisher, request_id, failed.events)
-            logger.warning(reason, extra=log_fields(request_id=request_id))
-            return failed.record
-        record = store.get(request_id)
-    if record is None or record.task_id is not None or record.is_terminal:
-        logger.info(
-            "dead letter for a request that is already %s; left as it is",
-            record.state if record else "unknown",
-            extra=log_fields(request_id=request_id),
-        )
-        return record
     transition = store.apply(
         request_id,
-        TaskFailed("dead_lettered", reason),
-        received={"kind": "dead_letter", "attempts": attempts, "at": utc_now()},
+        change,
+        received={"kind": "dead_letter", "attempts": change.attempts, "at": utc_now()},
+        # Never seen by submit_task (every delivery failed before the record was written).
+        create=TaskRecord(request_id=request_id, collection_id="", message_digest=digest),
     )
     publish_transition(store, publisher, request_id, transition.events)
-    logger.warning(reason, extra=log_fields(request_id=request_id))
-    return transition.record
+    record = transition.record
+    if record.state == State.FAILED and transition.changed:
+        logger.warning(
+            (record.error or {}).get("message", "dead-lettered"),
+            extra=log_fields(request_id=request_id),
+        )
+    else:
+        logger.info(
+            "dead letter for a request that is already %s; left as it is",
+            record.state,
+            extra=log_fields(request_id=request_id, task_id=record.task_id),
+        )
+    return record
+
+
+def _original_request_id(store: TaskStore, digest: str, message: PubsubMessage) -> str:
+    """The record the original message created (keyed by its message id), if any."""
+    found = store.find_by_message_digest(digest)
+    if not found or message.message_id in {record.request_id for record in found}:
+        return message.message_id  # nothing recorded it yet, or this dead letter did
+    # Identical bodies published twice are indistinguishable without request_id: the one
+    # still in progress is the one whose deliveries ran out.
+    active = [record for record in found if not record.is_terminal]
+    return min(active or found, key=lambda record: record.created_at).request_id

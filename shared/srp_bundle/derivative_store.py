@@ -1,31 +1,38 @@
-"""Derivatives in Cloud Storage: written once per name, read back on retry; other files described.
+"""Derivatives in Cloud Storage: written once per name, read back on retry; sources downloaded.
 
-Object names in DERIVATIVES_BUCKET are deterministic and bound to the source generation:
+Object names in DERIVATIVES_BUCKET are deterministic and bound to the source file and
+its generation:
 
-    derivatives/<COLLECTION_NAME>/<TASK_UUID>/g<SOURCE_GENERATION>/<SIZE>.<EXT>
+    derivatives/<COLLECTION_NAME>/<TASK_UUID>/<SOURCE_FILE>/g<SOURCE_GENERATION>/<NAME>.<EXT>
 
-e.g. `derivatives/my-collection/6f1c.../g1712345678901234/512.webp` (EXT is png, webp, jpg
-or avif). A name therefore always means the same pixels of the same source, so:
+e.g. `derivatives/my-collection/6f1c.../render.png/g1712345678901234/512.webp`, or
+`.../render.mp4/g.../poster-512.webp` and `.../render.mp4/g.../preview-320.webp`
+(NAME is the size for a thumbnail, `<role>-<size>` otherwise; EXT is png, webp, jpg or
+avif; SOURCE_FILE is the file's path inside the task folder as one percent-encoded
+segment, e.g. `frames%2Fstill.png`).
+A name therefore always means the same pixels of the same source, so:
 - each object is written with `if_generation_match=0`; when it already exists (412) a
   previous attempt wrote it, and its custom metadata is read back instead: a redelivered
   event writes nothing and reports the same metadata;
 - objects are immutable, hence `Cache-Control: public, max-age=31536000, immutable`;
 - a newer source generation gets new names; `delete_superseded_derivatives` then removes
-  the older generations' objects (never newer ones, so out-of-order events are harmless).
+  that file's older generations' objects (never newer ones, never another file's, so
+  out-of-order events are harmless).
 Changing encoder settings does not rename objects: an existing name keeps its first bytes.
 
 Custom metadata on each derivative: `request_id` (when known), `task_id`, `source_bucket`,
-`source_object`, `source_generation`, `sha256`, `width`, `height`, `format`.
+`source_object`, `source_generation`, `sha256`, `width`, `height`, `format`, `role`,
+and `frames` for animations.
 """
 
 from __future__ import annotations
 
-import hashlib
-import mimetypes
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from google.api_core import exceptions as api_exceptions
 
@@ -38,13 +45,6 @@ DEFAULT_MAX_SOURCE_BYTES = 256 * 1024 * 1024
 _WRITE_ATTEMPTS = 3
 _GENERATION_FOLDER = re.compile(r"^g(\d+)$")
 _METADATA_KEYS = ("sha256", "width", "height", "format")
-# Render outputs that the standard library's table does not know.
-_CONTENT_TYPES_BY_EXTENSION = {
-    ".glb": "model/gltf-binary",
-    ".gltf": "model/gltf+json",
-    ".usdz": "model/vnd.usdz+zip",
-    ".exr": "image/x-exr",
-}
 
 
 @dataclass(frozen=True)
@@ -55,29 +55,12 @@ class StoredDerivative:
     info: ImageInfo
     object_generation: int
     written: bool
+    source: str = ""
+    role: str = "thumbnail"
 
     def as_record(self) -> dict[str, Any]:
-        """The design's `derivatives` item: `{path, width, height, format, bytes, sha256}`."""
-        return self.info.as_record(self.path)
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """A file in a task's render folder: video, 3D, audio, or another image."""
-
-    path: str
-    bytes: int
-    sha256: str
-    content_type: str
-
-    def as_record(self) -> dict[str, Any]:
-        """`{path, bytes, sha256, content_type}` for the task record."""
-        return {
-            "path": self.path,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "content_type": self.content_type,
-        }
+        """The design's `derivatives` item, with the file it came from and its role."""
+        return {**self.info.as_record(self.path), "source": self.source, "role": self.role}
 
 
 def derivative_folder(collection_name: str, task_uuid: str) -> str:
@@ -88,32 +71,55 @@ def derivative_folder(collection_name: str, task_uuid: str) -> str:
     return f"{DERIVATIVES_PREFIX}/{collection_name}/{task_uuid}/"
 
 
+def source_folder(collection_name: str, task_uuid: str, source_object_name: str) -> str:
+    """The folder of every derivative generation of one source file, ending with `/`."""
+    # The path inside the task's folder, one segment however deep: frames/a.png -> frames%2Fa.png
+    _, found, relative = source_object_name.partition(f"/{task_uuid}/")
+    file_name = relative if found else source_object_name.rsplit("/", 1)[-1]
+    if file_name in ("", ".", ".."):
+        raise ValueError(f"source file name {file_name!r} cannot be part of an object name")
+    return f"{derivative_folder(collection_name, task_uuid)}{quote(file_name, safe='')}/"
+
+
 def derivative_object_name(
-    collection_name: str, task_uuid: str, source_generation: int, derivative: EncodedDerivative
+    collection_name: str,
+    task_uuid: str,
+    source_generation: int,
+    derivative: EncodedDerivative,
+    source_object_name: str = "render.png",
 ) -> str:
-    """`derivatives/<COLLECTION_NAME>/<TASK_UUID>/g<generation>/<size>.<ext>`."""
-    folder = derivative_folder(collection_name, task_uuid)
-    return f"{folder}g{source_generation}/{derivative.spec.size}.{derivative.file_extension}"
+    """`derivatives/<COLLECTION_NAME>/<TASK_UUID>/<SOURCE_FILE>/g<generation>/<name>.<ext>`."""
+    folder = source_folder(collection_name, task_uuid, source_object_name)
+    name = str(derivative.spec.size)
+    if derivative.role != "thumbnail":
+        name = f"{derivative.role}-{name}"
+    return f"{folder}g{source_generation}/{name}.{derivative.file_extension}"
 
 
-def download_render(
-    renders_bucket: Any, name: str, generation: int, *, max_bytes: int = DEFAULT_MAX_SOURCE_BYTES
-) -> bytes | None:
-    """The bytes of exactly this generation of a render, or None if it no longer exists.
+def download_render_to_file(
+    renders_bucket: Any,
+    name: str,
+    generation: int,
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+) -> bool:
+    """Write exactly this generation of a render to `path`; False if it no longer exists.
 
-    None means the object was replaced or deleted since the event: a newer event follows.
     Raises SourceTooLargeError above `max_bytes`, before downloading anything.
     """
     blob = renders_bucket.get_blob(name, generation=generation)
     if blob is None:
-        return None
+        return False
     if blob.size is not None and int(blob.size) > max_bytes:
         raise SourceTooLargeError(f"{name} is {blob.size} bytes, above the limit of {max_bytes}")
     try:
-        data: bytes = blob.download_as_bytes(if_generation_match=generation)
+        blob.download_to_filename(os.fspath(path), if_generation_match=generation)
     except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
-        return None
-    return data
+        return False
+    if os.path.getsize(path) > max_bytes:
+        raise SourceTooLargeError(f"{name} grew above the limit of {max_bytes} bytes")
+    return True
 
 
 def store_derivatives(
@@ -140,15 +146,30 @@ def store_derivatives(
         context["request_id"] = request_id
     stored = []
     for derivative in derivatives:
-        name = derivative_object_name(collection_name, task_uuid, source_generation, derivative)
+        name = derivative_object_name(
+            collection_name, task_uuid, source_generation, derivative, source_object_name
+        )
         metadata = {
             **context,
             "sha256": derivative.info.sha256,
             "width": str(derivative.info.width),
             "height": str(derivative.info.height),
             "format": derivative.info.format,
+            "role": derivative.role,
         }
-        stored.append(_write_once(derivatives_bucket, name, derivative, metadata, cache_control))
+        if derivative.info.frames is not None:
+            metadata["frames"] = str(derivative.info.frames)
+        written = _write_once(derivatives_bucket, name, derivative, metadata, cache_control)
+        stored.append(
+            StoredDerivative(
+                written.path,
+                written.info,
+                written.object_generation,
+                written.written,
+                source=source_object_name,
+                role=derivative.role,
+            )
+        )
     return stored
 
 
@@ -196,19 +217,24 @@ def _info_from_metadata(blob: Any) -> ImageInfo | None:
             format=metadata["format"],
             bytes=int(blob.size),
             sha256=metadata["sha256"],
+            frames=int(metadata["frames"]) if metadata.get("frames") else None,
         )
     except ValueError:
         return None
 
 
 def delete_superseded_derivatives(
-    derivatives_bucket: Any, collection_name: str, task_uuid: str, source_generation: int
+    derivatives_bucket: Any,
+    collection_name: str,
+    task_uuid: str,
+    source_generation: int,
+    source_object_name: str = "render.png",
 ) -> list[str]:
-    """Delete derivatives of older source generations of this task; return their names.
+    """Delete derivatives of older generations of this source file; return their names.
 
     Newer generations are never touched, so a late event for an old render is harmless.
     """
-    folder = derivative_folder(collection_name, task_uuid)
+    folder = source_folder(collection_name, task_uuid, source_object_name)
     deleted = []
     for blob in derivatives_bucket.list_blobs(prefix=folder):
         generation_folder = blob.name[len(folder) :].split("/", 1)[0]
@@ -221,50 +247,3 @@ def delete_superseded_derivatives(
             continue  # already gone, or replaced: not ours to delete any more
         deleted.append(blob.name)
     return deleted
-
-
-def describe_render_folder(
-    renders_bucket: Any, folder: str, *, exclude: Iterable[str] = (), max_files: int = 1000
-) -> list[FileRecord]:
-    """Describe every object under a task's render folder except `exclude`, sorted by path.
-
-    Reads each file once, streamed (memory stays bounded for large videos), for its sha256.
-    The content type is the declared one, else guessed from the name.
-    """
-    prefix = folder if folder.endswith("/") else f"{folder}/"
-    skipped = set(exclude)
-    records = []
-    for blob in renders_bucket.list_blobs(prefix=prefix, max_results=max_files):
-        if blob.name in skipped or blob.name.endswith("/"):
-            continue
-        digest = _HashingSink()
-        try:
-            blob.download_to_file(digest, if_generation_match=blob.generation)
-        except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
-            continue  # replaced or deleted while listing: its own event will describe it
-        guessed = _guess_content_type(blob.name)
-        declared = blob.content_type if blob.content_type != "application/octet-stream" else None
-        content_type = declared or guessed or "application/octet-stream"
-        records.append(FileRecord(blob.name, digest.size, digest.hexdigest(), content_type))
-    return sorted(records, key=lambda record: record.path)
-
-
-def _guess_content_type(name: str) -> str | None:
-    extension = name[name.rfind(".") :].lower() if "." in name.rsplit("/", 1)[-1] else ""
-    return _CONTENT_TYPES_BY_EXTENSION.get(extension) or mimetypes.guess_type(name)[0]
-
-
-class _HashingSink:
-    """A write-only file object that keeps only the sha256 and the length of what it got."""
-
-    def __init__(self) -> None:
-        self._digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, chunk: bytes) -> int:
-        self._digest.update(chunk)
-        self.size += len(chunk)
-        return len(chunk)
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()

@@ -1,15 +1,18 @@
-"""Derivative images of a render: decode the PNG once, fit inside each size, encode, describe.
+"""Derivative images of a render: decode the image once, fit inside each size, encode, describe.
 
-Pure image work, no storage: `make_derivatives(png_bytes_or_path, specs)` returns the
-source's metadata and each encoded derivative with its own. `pyvips` is imported lazily
-here, so functions that never touch images never load libvips.
+Pure image work, no storage: `make_derivatives(image_bytes_or_path, specs)` returns the
+source's metadata and each encoded derivative with its own; `make_animated_preview` turns
+an animated GIF or WebP into a small looping WebP. `pyvips` is imported lazily here, so
+functions that never touch images never load libvips.
 
 Safety, in this order, before any pixel is decoded:
-- the source must start with the PNG signature (the declared content type is not trusted);
-- the IHDR chunk is parsed and CRC-checked by hand; `width * height` above `max_pixels`
-  is refused (decompression bombs);
-- only libvips' PNG loader is used, with untrusted loaders blocked, and `fail_on="error"`
-  so a truncated or corrupt stream is an error instead of a silently grey image.
+- the format is named by the magic bytes (PNG, JPEG, WebP, GIF, AVIF; the declared
+  content type is not trusted) and only that format's libvips loader is used, with
+  untrusted loaders blocked;
+- a PNG's IHDR chunk is parsed and CRC-checked by hand, other formats' headers are read
+  by their loader; `width * height` above `max_pixels` is refused (decompression bombs);
+- `fail_on="error"` so a truncated or corrupt stream is an error instead of a grey image.
+An animated GIF or WebP gives its first frame to the stills.
 
 Memory: the source is read sequentially and shrunk, in one streaming pass, to the largest
 derivative; only that intermediate is kept in memory and the smaller derivatives are made
@@ -27,7 +30,7 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from srp_bundle.errors import CorruptImageError, NotPngError, TooManyPixelsError
@@ -46,6 +49,14 @@ CONTENT_TYPES = {
     "avif": "image/avif",
 }
 FILE_EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "avif": "avif"}
+# Source formats read here, each by its own libvips loader only.
+SOURCE_FORMATS = ("png", "jpeg", "webp", "gif", "avif")
+_LOADERS = {"png": "pngload", "jpeg": "jpegload", "webp": "webpload", "gif": "gifload"}
+_LOADERS_FOR_HEIF = "heifload"
+# Gallery previews of animations: small, a few seconds, looping.
+PREVIEW_SIZE = 320
+PREVIEW_MAX_FRAMES = 60
+PREVIEW_QUALITY = 60
 
 # Encoder settings shared by every derivative of a format; the benchmark's baselines use
 # the same values so the comparison is like for like.
@@ -71,10 +82,12 @@ class ImageInfo:
     format: str
     bytes: int
     sha256: str
+    # Animated images only (previews, animated sources): the number of frames.
+    frames: int | None = None
 
     def as_record(self, path: str) -> dict[str, Any]:
         """The design's `derivatives` item: `{path, width, height, format, bytes, sha256}`."""
-        return {
+        record: dict[str, Any] = {
             "path": path,
             "width": self.width,
             "height": self.height,
@@ -82,6 +95,9 @@ class ImageInfo:
             "bytes": self.bytes,
             "sha256": self.sha256,
         }
+        if self.frames is not None:
+            record["frames"] = self.frames
+        return record
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,9 @@ class EncodedDerivative:
     spec: DerivativeSpec
     data: bytes
     info: ImageInfo
+    # What the derivative is for: thumbnail (of an image), poster (of a video), preview
+    # (a looping animation), waveform (of a sound).
+    role: str = "thumbnail"
 
     @property
     def content_type(self) -> str:
@@ -112,13 +131,15 @@ class RenderDerivatives:
 
 
 def sniff_image_format(data: bytes) -> str | None:
-    """The image format named by the magic bytes (png, webp, jpeg, avif), or None."""
+    """The image format named by the magic bytes (png, webp, jpeg, gif, avif), or None."""
     if data.startswith(PNG_SIGNATURE):
         return "png"
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
     if len(data) >= 16 and data[4:8] == b"ftyp":
         box_size = struct.unpack(">I", data[:4])[0]
         brands = data[8:12] + data[16 : min(box_size, len(data), 64)]
@@ -148,12 +169,11 @@ def read_png_dimensions(header: bytes) -> tuple[int, int]:
     return width, height
 
 
-def check_pixel_limit(width: int, height: int, max_pixels: int) -> None:
+def check_pixel_limit(width: int, height: int, max_pixels: int, what: str = "the PNG") -> None:
     """Refuse an image larger than `max_pixels` before a single pixel is decoded."""
     if width * height > max_pixels:
         raise TooManyPixelsError(
-            f"the PNG is {width}x{height} = {width * height} pixels, "
-            f"above the limit of {max_pixels}"
+            f"{what} is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}"
         )
 
 
@@ -163,8 +183,9 @@ def make_derivatives(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     parallel_encoders: int = 2,
+    role: str = "thumbnail",
 ) -> RenderDerivatives:
-    """Decode a PNG (bytes or a file path) once and encode every derivative spec.
+    """Decode an image (bytes or a file path) once and encode every derivative spec.
 
     Each derivative fits inside `size` x `size` and is never upscaled; alpha is kept
     except in JPEG, which is flattened on white. Raises an ImageRejectedError subclass
@@ -172,29 +193,31 @@ def make_derivatives(
     """
     if not specs:
         raise ValueError("no derivative spec given")
-    if isinstance(source, bytes):
-        header = source[:_IHDR_END]
-    else:
-        with open(source, "rb") as source_file:
-            header = source_file.read(_IHDR_END)
-    width, height = read_png_dimensions(header)
-    check_pixel_limit(width, height, max_pixels)
-    source_info = ImageInfo(width, height, "png", *_size_and_digest(source))
+    header = _head(source)
+    source_format = sniff_image_format(header)
+    if source_format is None:
+        raise NotPngError("the source is not a PNG, JPEG, WebP, GIF or AVIF image")
+    if source_format == "png":
+        width, height = read_png_dimensions(header)
+        check_pixel_limit(width, height, max_pixels)
+    source_info = ImageInfo(0, 0, source_format, *_size_and_digest(source))
 
     vips = _vips()
     try:
-        if isinstance(source, bytes):
-            image = vips.Image.pngload_buffer(source, access="sequential", fail_on="error")
-        else:
-            image = vips.Image.pngload(os.fspath(source), access="sequential", fail_on="error")
-        if (image.width, image.height) != (width, height):
+        image = _load(vips, source, source_format)
+        if source_format == "png" and (image.width, image.height) != (width, height):
             raise CorruptImageError("the PNG decoder disagrees with the IHDR chunk")
+        # Only the header is read so far: refuse a bomb before decoding pixels.
+        check_pixel_limit(image.width, image.height, max_pixels, f"the {source_format} image")
+        source_info = replace(source_info, width=image.width, height=image.height)
         image = _to_8_bit(image)
         largest = max(spec.size for spec in specs)
         # The one decode: a streaming shrink to the largest derivative, kept in memory.
         base = image.thumbnail_image(largest, height=largest, size="down").copy_memory()
     except vips.Error as error:
-        raise CorruptImageError(f"the PNG cannot be decoded: {_first_line(error)}") from error
+        raise CorruptImageError(
+            f"the {source_format} image cannot be decoded: {_first_line(error)}"
+        ) from error
 
     def encode(spec: DerivativeSpec) -> EncodedDerivative:
         resized = base
@@ -212,7 +235,7 @@ def make_derivatives(
                 f"the {spec.image_format} encoder produced {verified_format or 'unknown'} bytes"
             )
         info = ImageInfo(resized.width, resized.height, verified_format, len(data), _sha256(data))
-        return EncodedDerivative(spec, data, info)
+        return EncodedDerivative(spec, data, info, role)
 
     # PNG and WebP encoders are single-threaded: encoding derivatives side by side uses
     # the other cores, with memory bounded by the small outputs.
@@ -226,6 +249,96 @@ def make_derivatives(
             encoded = dict(zip(by_cost, pool.map(encode, by_cost), strict=True))
         derivatives = tuple(encoded[spec] for spec in specs)
     return RenderDerivatives(source_info, derivatives)
+
+
+def make_animated_preview(
+    source: bytes | str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    size: int = PREVIEW_SIZE,
+    max_frames: int = PREVIEW_MAX_FRAMES,
+) -> EncodedDerivative | None:
+    """A looping animated WebP of an animated GIF or WebP, or None for a still image."""
+    header = _head(source)
+    source_format = sniff_image_format(header)
+    if source_format not in ("gif", "webp"):
+        return None
+    vips = _vips()
+    try:
+        first = _load(vips, source, source_format)
+        pages = int(first.get("n-pages")) if "n-pages" in first.get_fields() else 1
+        if pages < 2:
+            return None
+        check_pixel_limit(first.width, first.height, max_pixels, f"the {source_format} image")
+        frames = min(pages, max_frames)
+        animation = _load(vips, source, source_format, n=frames)
+        page_height = first.height
+        # thumbnail_image would shrink the tall strip of frames as one image: resize instead.
+        scale = min(1.0, size / max(first.width, page_height))
+        new_page_height = max(1, round(page_height * scale))
+        strip = animation.resize(scale, vscale=new_page_height * frames / animation.height)
+        strip = _to_8_bit(strip).copy()
+        strip.set_type(vips.GValue.gint_type, "page-height", new_page_height)
+        data = bytes(strip.webpsave_buffer(Q=PREVIEW_QUALITY, effort=ENCODER_EFFORT))
+    except vips.Error as error:
+        raise CorruptImageError(
+            f"the animated {source_format} image cannot be decoded: {_first_line(error)}"
+        ) from error
+    info = ImageInfo(strip.width, new_page_height, "webp", len(data), _sha256(data), frames)
+    return EncodedDerivative(DerivativeSpec(size, "webp"), data, info, "preview")
+
+
+def animation_info(data: bytes) -> ImageInfo:
+    """Frame size, frame count, bytes and sha256 of an encoded WebP or GIF, header only."""
+    image_format = sniff_image_format(data[:64])
+    if image_format not in ("webp", "gif"):
+        raise CorruptImageError(f"expected an animated WebP or GIF, got {image_format}")
+    vips = _vips()
+    try:
+        image = _load(vips, data, image_format)
+        frames = int(image.get("n-pages")) if "n-pages" in image.get_fields() else 1
+    except vips.Error as error:
+        raise CorruptImageError(f"the animation cannot be read: {_first_line(error)}") from error
+    return ImageInfo(image.width, image.height, image_format, len(data), _sha256(data), frames)
+
+
+def frame_count(source: str | os.PathLike[str], image_format: str) -> int:
+    """How many frames an image file holds (1 for a still), from its header."""
+    vips = _vips()
+    try:
+        image = _load(vips, source, image_format)
+    except vips.Error as error:
+        raise CorruptImageError(f"the image cannot be read: {_first_line(error)}") from error
+    return int(image.get("n-pages")) if "n-pages" in image.get_fields() else 1
+
+
+def mean_luma(png: bytes) -> float:
+    """Mean brightness (0..255) of a PNG, alpha flattened on black."""
+    try:
+        image = _vips().Image.pngload_buffer(png, fail_on="error")
+        if image.hasalpha():
+            image = image.flatten()
+        return float(_to_8_bit(image).colourspace("b-w")[0].avg())
+    except _vips().Error as error:
+        raise CorruptImageError(f"the frame cannot be decoded: {_first_line(error)}") from error
+
+
+def _load(vips: Any, source: bytes | str | os.PathLike[str], image_format: str, n: int = 1) -> Any:
+    """Open with the one loader of `image_format` (header only until pixels are needed)."""
+    options: dict[str, Any] = {"access": "sequential", "fail_on": "error"}
+    if n != 1:
+        options["n"] = n
+    loader = _LOADERS.get(image_format, _LOADERS_FOR_HEIF)
+    if isinstance(source, bytes):
+        return getattr(vips.Image, f"{loader}_buffer")(source, **options)
+    return getattr(vips.Image, loader)(os.fspath(source), **options)
+
+
+def _head(source: bytes | str | os.PathLike[str], size: int = 64) -> bytes:
+    if isinstance(source, bytes):
+        return source[:size]
+    with open(source, "rb") as source_file:
+        return source_file.read(size)
 
 
 def _encoding_cost(spec: DerivativeSpec) -> float:
@@ -306,7 +419,7 @@ def _vips() -> Any:
 
             # No operation outlives a call: bounded memory across invocations.
             pyvips.cache_set_max(0)
-            # Only the PNG loader runs here; never let crafted input reach the others.
+            # Only our named loaders run here; never let crafted input reach the others.
             pyvips.block_untrusted_set(True)
             _vips_module = pyvips
         return _vips_module

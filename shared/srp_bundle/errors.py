@@ -37,7 +37,12 @@ class CallbackRefusedError(InvalidMessageError):
 
 
 class SrpError(BundleError):
-    """SRP answered with an error, or could not be reached."""
+    """SRP answered with an error, or could not be reached.
+
+    `may_have_reached_srp` says whether a POST that raised this may still have created a
+    task: False only for a 4xx answer (429 included), which SRP gives before doing any work.
+    A 5xx may come from a proxy after SRP created the task.
+    """
 
     code = "srp_error"
 
@@ -45,6 +50,7 @@ class SrpError(BundleError):
         super().__init__(message)
         self.status_code = status_code
         self.body = body
+        self.may_have_reached_srp = status_code is None or not 400 <= status_code < 500
 
 
 class SrpAuthenticationError(SrpError):
@@ -77,7 +83,7 @@ class SrpRateLimitedError(SrpError):
 
 
 class SrpServerError(SrpError):
-    """5xx: SRP failed; the same call may work later."""
+    """5xx: SRP failed; the same call may work later, and a POST may have created its task."""
 
     code = "srp_server"
     transient = True
@@ -123,7 +129,7 @@ class AssetArchiveError(BundleError):
 
 
 class ImageRejectedError(BundleError):
-    """A render can never become derivatives; `code` says why."""
+    """A render output (image, video, audio, ...) can never be post-processed; `code` says why."""
 
     code = "image_rejected"
 
@@ -150,6 +156,30 @@ class SourceTooLargeError(ImageRejectedError):
     """The render object is larger than the function is allowed to read."""
 
     code = "source_too_large"
+
+
+class CorruptMediaError(ImageRejectedError):
+    """A video or audio file that ffprobe or ffmpeg cannot read, or that has no usable stream."""
+
+    code = "corrupt_media"
+
+
+class MediaTooLongError(ImageRejectedError):
+    """A video or audio render longer than MAX_MEDIA_SECONDS."""
+
+    code = "media_too_long"
+
+
+class MediaTimeoutError(ImageRejectedError):
+    """ffmpeg or ffprobe ran past MEDIA_TIMEOUT_SECONDS on this file (a crafted or huge input)."""
+
+    code = "media_timeout"
+
+
+class RenderPathRejectedError(ImageRejectedError):
+    """The path matches RENDER_PATH_PATTERN but cannot name derivatives (a `..` segment)."""
+
+    code = "render_path_rejected"
 
 
 class DerivativeWriteConflictError(BundleError):

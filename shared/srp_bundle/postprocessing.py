@@ -1,24 +1,30 @@
-"""Post-processing: one finished render in, derivatives and metadata on its task record.
+"""Post-processing: one finished output file in, derivatives and metadata on its task record.
 
-For a finalized `render/<COLLECTION_NAME>/<TASK_UUID>/render.png` (RENDER_PATH_PATTERN):
+For a finalized `render/<COLLECTION_NAME>/<TASK_UUID>/<file>` (RENDER_PATH_PATTERN: every
+file SRP writes into the task's folder: image, video, audio, 3D, anything):
 1. Refuse anything that is not a render: another bucket, the derivatives bucket, the
    `derivatives/` prefix, or an object carrying our derivative metadata. Each check alone
    stops a trigger loop, even with RENDERS_BUCKET and DERIVATIVES_BUCKET set the same.
-2. If the task's stored result already has this generation (or a newer one), do no new
-   work: only make sure the record has it (a no-op when it does).
-3. Download exactly that generation (bounded), make every derivative from one decode,
-   write them once (`if_generation_match=0`), describe the other files of the folder.
-4. Store the result under the task id, then apply it to the record found by that task id.
-   Without a record yet, the stored result waits: attaching the task id applies it.
-5. Once the record points at the newest generation, delete older generations' objects.
+2. If the task's stored result for this file already has this generation (or a newer
+   one), do no new work: only make sure the record has it (a no-op when it does).
+3. Download exactly that generation (bounded) into a private temporary folder, decide the
+   kind from the bytes and make its derivatives (`render_outputs`), write them once
+   (`if_generation_match=0`); the folder is removed on every path.
+4. Store the file's result under the task id, then apply it to the record found by that
+   task id. Without a record yet, the stored result waits: attaching the task id applies
+   every stored file. The record completes once SRP said done and every file of its
+   `output_files` has a result (`task_state`).
+5. Once the record points at this file's newest generation, delete its older ones.
 
-A render that can never become derivatives (not a PNG, corrupt, truncated, too many
-pixels, too large) is stored as a failed result the same way: the record fails with the
-error's code and `task.failed` goes out. Transient errors propagate (the event is retried).
+A file that can never be processed (corrupt, truncated, over a pixel, byte or duration
+limit, ffmpeg timing out) is stored as a failed result the same way: the record fails
+with the error's code and `task.failed` goes out. Transient errors propagate (retried).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -28,16 +34,16 @@ from srp_bundle.derivative_store import (
     DERIVATIVES_PREFIX,
     StoredDerivative,
     delete_superseded_derivatives,
-    describe_render_folder,
-    download_render,
+    download_render_to_file,
+    source_folder,
     store_derivatives,
 )
-from srp_bundle.derivatives import make_derivatives
-from srp_bundle.errors import ImageRejectedError
+from srp_bundle.errors import ImageRejectedError, RenderPathRejectedError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.render_outputs import Limits, ProcessedFile, process_output_file
 from srp_bundle.settings import Settings
-from srp_bundle.task_state import DerivativesReady, TaskRecord
+from srp_bundle.task_state import DerivativesReady, TaskRecord, missing_outputs
 from srp_bundle.task_store import RenderResult, TaskStore
 
 logger = get_logger(__name__)
@@ -134,8 +140,13 @@ class RenderPostprocessor:
         target = render_target(self.settings, render)
         if isinstance(target, str):
             return PostprocessResult(Outcome.IGNORED, target)
+        try:
+            source_folder(target.collection_name, target.task_id, target.object_name)
+        except ValueError as error:
+            # The pattern let it through, the code never can: recorded once, not retried.
+            return self._reject(target, RenderPathRejectedError(str(error)))
 
-        stored = self.store.render_result(target.task_id)
+        stored = self.store.render_result(target.task_id, target.object_name)
         if stored is not None and stored.change.generation >= target.generation:
             record = self._settle(target, stored)
             return PostprocessResult(
@@ -145,30 +156,39 @@ class RenderPostprocessor:
                 record,
             )
 
-        try:
-            data = download_render(
-                self.renders_bucket,
-                target.object_name,
-                target.generation,
-                max_bytes=self.settings.max_source_bytes,
-            )
-            if data is None:
-                # Replaced or deleted since the event: the newer generation has its own event.
-                return PostprocessResult(
-                    Outcome.SUPERSEDED, "this generation no longer exists", target
+        # One private folder per event, removed on every path (success, rejection, crash).
+        with tempfile.TemporaryDirectory(prefix="srp-render-") as workdir:
+            local_copy = os.path.join(workdir, "source")
+            try:
+                found = download_render_to_file(
+                    self.renders_bucket,
+                    target.object_name,
+                    target.generation,
+                    local_copy,
+                    max_bytes=self.settings.max_source_bytes,
                 )
-            images = make_derivatives(
-                data, self.settings.derivative_specs, max_pixels=self.settings.max_source_pixels
-            )
-        except ImageRejectedError as error:
-            return self._reject(target, error)
-        del data  # the decoded derivatives are all we keep
+                if not found:
+                    # Replaced or deleted since the event: a newer generation has its own event.
+                    return PostprocessResult(
+                        Outcome.SUPERSEDED, "this generation no longer exists", target
+                    )
+                processed = process_output_file(
+                    local_copy,
+                    self.settings.derivative_specs,
+                    Limits.from_settings(self.settings),
+                    declared_content_type=render.content_type,
+                )
+            except ImageRejectedError as error:
+                return self._reject(target, error)
+        return self._record(target, processed)
 
+    def _record(self, target: RenderTarget, processed: ProcessedFile) -> PostprocessResult:
+        """Write the derivatives, store the file's result, apply it to the record."""
         # Known before writing so the derivatives carry it; None when the record is not there yet.
         record = self.store.find_by_task_id(target.task_id)
         written = store_derivatives(
             self.derivatives_bucket,
-            images.derivatives,
+            processed.derivatives,
             collection_name=target.collection_name,
             task_uuid=target.task_id,
             source_bucket_name=target.bucket_name,
@@ -177,25 +197,46 @@ class RenderPostprocessor:
             task_id=target.task_id,
             request_id=record.request_id if record else None,
         )
-        other_files = describe_render_folder(
-            self.renders_bucket, target.folder, exclude=(target.object_name,)
-        )
         change = DerivativesReady(
             render_path=target.object_name,
             generation=target.generation,
             derivatives=tuple(item.as_record() for item in written),
-            other_files=tuple(item.as_record() for item in other_files),
+            file=processed.description,
         )
         self.store.save_render_result(RenderResult(target.task_id, change))
         record = self._settle(target)
-        _log_written(target, written, len(other_files))
+        _log_written(target, written, str(processed.description["kind"]))
         return PostprocessResult(
             Outcome.PROCESSED,
-            f"{len(written)} derivatives, {len(other_files)} other files",
+            f"{processed.description['kind']}: {len(written)} derivatives",
             target,
             record,
             written=sum(item.written for item in written),
         )
+
+    def redrive(self, record: TaskRecord) -> int:
+        """Process again, from the bucket, each output file the record still waits for.
+
+        For reconcile, once a request has stayed `rendered` past its deadline (a lost or
+        dropped storage event). Returns how many files were found and processed.
+        """
+        found = 0
+        for path in missing_outputs(record):
+            blob = self.renders_bucket.get_blob(path)
+            if blob is None:
+                continue
+            found += 1
+            self.process(
+                StorageObject(
+                    bucket=self.renders_bucket.name,
+                    name=path,
+                    generation=int(blob.generation),
+                    size=blob.size,
+                    content_type=blob.content_type,
+                    metadata=dict(blob.metadata or {}),
+                )
+            )
+        return found
 
     # ---- steps ------------------------------------------------------------------------
 
@@ -224,9 +265,9 @@ class RenderPostprocessor:
         Safe to repeat: applying an applied result changes nothing and publishes nothing,
         so a redelivered event finishes whatever an interrupted attempt left undone.
         """
-        stored = stored or self.store.render_result(target.task_id)
+        stored = stored or self.store.render_result(target.task_id, target.object_name)
         if stored is None:
-            raise LookupError(f"no render result stored for task {target.task_id}")
+            raise LookupError(f"no result stored for {target.object_name}")
         record = self.store.find_by_task_id(target.task_id)
         if record is not None:
             transition = self.store.apply(record.request_id, stored.record_change())
@@ -239,12 +280,15 @@ class RenderPostprocessor:
             )
         # Only once nothing can point at older derivatives any more: a record keeps older
         # ones only when it failed before this generation arrived.
-        if record is None or record.render_generation in (None, stored.change.generation):
+        recorded = _recorded_generation(record, target.object_name) if record else None
+        path_rejected = (stored.error or {}).get("code") == RenderPathRejectedError.code
+        if not path_rejected and (record is None or recorded in (None, stored.change.generation)):
             deleted = delete_superseded_derivatives(
                 self.derivatives_bucket,
                 target.collection_name,
                 target.task_id,
                 stored.change.generation,
+                target.object_name,
             )
             if deleted:
                 logger.info(
@@ -255,14 +299,21 @@ class RenderPostprocessor:
         return record
 
 
-def _log_written(target: RenderTarget, written: list[StoredDerivative], other_files: int) -> None:
+def _recorded_generation(record: TaskRecord, path: str) -> int | None:
+    for file in record.files:
+        if file.get("path") == path:
+            return int(file["generation"])
+    return None
+
+
+def _log_written(target: RenderTarget, written: list[StoredDerivative], kind: str) -> None:
     logger.info(
         "derivatives ready",
         extra=log_fields(
             task_id=target.task_id,
             generation=target.generation,
+            kind=kind,
             derivatives=[item.path for item in written],
             newly_written=sum(item.written for item in written),
-            other_files=other_files,
         ),
     )

@@ -4,27 +4,35 @@ Run on a schedule. Active records with no news for `STALE_AFTER_SECONDS` are rea
 from SRP, oldest first, page by page, at most `RECONCILE_BUDGET` per run; SRP's status
 goes through exactly the same state machine as a callback. Records stuck before
 submission are re-driven (or failed once too old). A 429 from SRP ends the run early.
+
+A record `rendered` (SRP said done) for longer than RENDERED_DEADLINE_SECONDS without
+every output file post-processed is re-driven once from the renders bucket (its missing
+files processed here, as postprocess_render would); still `rendered` at a later run, it
+fails with `postprocess_deadline`: nothing stays `rendered` forever.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from srp_bundle.errors import (
-    InvalidMessageError,
-    SrpError,
-    SrpNotFoundError,
-    SrpRateLimitedError,
-)
+from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
 from srp_bundle.events import EventPublisher, publish_transition, republish_pending
 from srp_bundle.log import get_logger, log_fields
-from srp_bundle.render_paths import render_path
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
-from srp_bundle.task_state import SrpStatusReported, State, TaskFailed, TaskRecord, utc_now
+from srp_bundle.task_state import (
+    Clock,
+    SrpStatusReported,
+    State,
+    TaskFailed,
+    TaskRecord,
+    missing_outputs,
+    utc_now,
+)
 from srp_bundle.task_store import TaskStore
 
 logger = get_logger(__name__)
@@ -45,17 +53,24 @@ class Reconciler:
         submitter: Submitter,
         *,
         outbox_grace: timedelta = OUTBOX_GRACE,
+        redrive_postprocessing: Callable[[TaskRecord], int] | None = None,
+        clock: Clock = utc_now,
     ) -> None:
+        """`clock` gives the run's cutoffs; each lease the submitter takes reads its own."""
         self.settings = settings
+        self.clock = clock
+        # Post-processes a record's missing output files again; None where the buckets
+        # are not configured (the record then fails at its deadline without a re-drive).
+        self.redrive_postprocessing = redrive_postprocessing
         self.outbox_grace = outbox_grace
         self.store = store
         self.srp = srp
         self.publisher = publisher
         self.submitter = submitter
 
-    def run(self, now: datetime | None = None) -> Counter[str]:
+    def run(self) -> Counter[str]:
         """One pass; returns the counts it also logs."""
-        now = now or utc_now()
+        now = self.clock()
         counts: Counter[str] = Counter()
         cutoff = now - timedelta(seconds=self.settings.stale_after_seconds)
         budget, start_after = self.settings.reconcile_budget, None
@@ -64,7 +79,7 @@ class Reconciler:
             for record in page:
                 counts["checked"] += 1
                 try:
-                    counts[self._reconcile(record, now)] += 1
+                    counts[self._reconcile(record)] += 1
                 except SrpRateLimitedError as error:
                     counts["errors"] += 1
                     logger.warning(
@@ -79,6 +94,12 @@ class Reconciler:
                         error,
                         extra=log_fields(request_id=record.request_id),
                     )
+                except Exception:
+                    # One bad record never stops the run: the others still get their turn.
+                    counts["errors"] += 1
+                    logger.exception(
+                        "could not reconcile", extra=log_fields(request_id=record.request_id)
+                    )
             if len(page) < PAGE_SIZE or not page:
                 break
             budget -= len(page)
@@ -89,9 +110,12 @@ class Reconciler:
         logger.info("reconcile run", extra=log_fields(**{k: counts[k] for k in _COUNT_NAMES}))
         return counts
 
-    def _reconcile(self, record: TaskRecord, now: datetime) -> str:
+    def _reconcile(self, record: TaskRecord) -> str:
         if record.task_id is None:
-            return self._redrive(record, now)
+            return self._redrive(record)
+        if record.state == State.RENDERED:
+            # SRP already said done: only post-processing can be missing.
+            return self._rendered(record, self.clock())
         try:
             task = self.srp.get_task(record.task_id)
         except SrpNotFoundError:
@@ -102,21 +126,12 @@ class Reconciler:
             )
             publish_transition(self.store, self.publisher, record.request_id, transition.events)
             return "failed"
-        output_files: tuple[str, ...] = ()
-        if task.status == "done" and task.collection is not None:
-            # GET does not list output files; SRP's documented layout names the render,
-            # from a collection name we check like any path SRP sends.
-            try:
-                output_files = (render_path(task.collection.name or "", record.task_id),)
-            except InvalidMessageError as error:
-                logger.warning(
-                    "no output path from SRP's task: %s",
-                    error,
-                    extra=log_fields(request_id=record.request_id),
-                )
+        # GET does not list output files (a render may be a PNG, a video, a sound, a model):
+        # without them, the first file post-processed completes the request, unless SRP's
+        # done callback still brings the list (see task_state).
         transition = self.store.apply(
             record.request_id,
-            SrpStatusReported(record.task_id, task.status, output_files, source="reconcile"),
+            SrpStatusReported(record.task_id, task.status, (), source="reconcile"),
             received={"kind": "reconcile", "status": task.status},
         )
         publish_transition(self.store, self.publisher, record.request_id, transition.events)
@@ -126,14 +141,56 @@ class Reconciler:
         state = transition.record.state
         return {State.COMPLETED: "completed", State.FAILED: "failed"}.get(state, "advanced")
 
-    def _redrive(self, record: TaskRecord, now: datetime) -> str:
+    def _redrive(self, record: TaskRecord) -> str:
         try:
-            result = self.submitter.resubmit(record, now)
+            result = self.submitter.resubmit(record)
         except SubmissionDeferredError:
             return "deferred"
         return {Outcome.SUBMITTED: "resubmitted", Outcome.FAILED: "failed"}.get(
             result.outcome, "unchanged"
         )
+
+    def _rendered(self, record: TaskRecord, now: datetime) -> str:
+        deadline = timedelta(seconds=self.settings.rendered_deadline_seconds)
+        if now - (record.rendered_at or record.updated_at) < deadline:
+            self._touch(record.request_id)
+            return "unchanged"
+        if record.redriven_at is None:
+            # Marked first: a re-drive that crashes half-way is not repeated forever.
+            self._mark_redriven(record.request_id, now)
+            found = self.redrive_postprocessing(record) if self.redrive_postprocessing else 0
+            logger.warning(
+                "post-processing re-driven past the deadline: %d of %d missing files found",
+                found,
+                len(missing_outputs(record)),
+                extra=log_fields(request_id=record.request_id),
+            )
+            current = self.store.get(record.request_id)
+            if current is not None and current.state == State.COMPLETED:
+                return "completed"
+            return "redriven"
+        missing = ", ".join(missing_outputs(record)) or "no output file"
+        reason = (
+            f"post-processing did not finish within {deadline.total_seconds():.0f} s of SRP's "
+            f"done, even after a re-drive; missing: {missing}"
+        )
+        transition = self.store.apply(
+            record.request_id,
+            TaskFailed("postprocess_deadline", reason),
+            received={"kind": "reconcile", "status": "postprocess_deadline"},
+        )
+        publish_transition(self.store, self.publisher, record.request_id, transition.events)
+        return "failed"
+
+    def _mark_redriven(self, request_id: str, now: datetime) -> None:
+        def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
+            if record is None or record.state != State.RENDERED:
+                return None, []
+            record.redriven_at = now
+            missing = missing_outputs(record)
+            return record, [{"kind": "postprocess_redriven", "at": now, "missing": missing}]
+
+        self.store.update(request_id, decide)
 
     def _touch(self, request_id: str) -> None:
         """Move a record that had no news to the back of the queue, so others get their turn."""
@@ -150,6 +207,7 @@ _COUNT_NAMES = (
     "completed",
     "failed",
     "resubmitted",
+    "redriven",
     "deferred",
     "unchanged",
     "errors",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -30,15 +33,26 @@ _KNOWN_KEYS = {
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """One render request: what to render, and how to find it again."""
+    """One render request: what to render, and how to find it again.
+
+    `input_data_json` is the producer's `input_data` text exactly as published: SRP gets
+    those bytes, and the record keeps them as a string (Firestore stores any string, but
+    not every JSON object as a map: arrays in arrays, `__x__` keys, deep nesting).
+    """
 
     request_id: str
     collection_id: str
-    input_data: dict[str, Any]
+    input_data_json: str = "{}"
     priority: int | None = None
     callback_urls: tuple[CallbackUrl, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     retry_of: str | None = None
+
+    @property
+    def input_data(self) -> dict[str, Any]:
+        """`input_data` as a Python object."""
+        value: dict[str, Any] = json.loads(self.input_data_json)
+        return value
 
 
 def check_request_id(value: object, where: str = "request_id") -> str:
@@ -52,15 +66,25 @@ def check_request_id(value: object, where: str = "request_id") -> str:
     return value
 
 
-def request_id_hint(data: bytes, message_id: str) -> str:
-    """The request id a (possibly invalid) message asks for, else the message id."""
+def requested_id(data: bytes) -> str | None:
+    """The valid request id a (possibly invalid) message names, or None."""
     try:
         body = parse_json(
             data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
         )
         return check_request_id(body.get("request_id"))
     except (AttributeError, InvalidMessageError):
-        return message_id
+        return None
+
+
+def request_id_hint(data: bytes, message_id: str) -> str:
+    """The request id a (possibly invalid) message asks for, else the message id."""
+    return requested_id(data) or message_id
+
+
+def message_digest(data: bytes) -> str:
+    """What identifies a message's content across Pub/Sub re-sends (sha256 of its data)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_render_request(
@@ -74,8 +98,15 @@ def parse_render_request(
     body = parse_json(
         data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
     )
+    _refuse_non_finite_numbers(body)
     if not isinstance(body, dict):
         raise InvalidMessageError(f"message data must be a JSON object, got {type(body).__name__}")
+    try:
+        # Lone surrogates (a "\ud800" escape) decode, but can never be stored; input_data
+        # is kept and sent as text, escapes included.
+        json.dumps({**body, "input_data": None}, ensure_ascii=False).encode()
+    except UnicodeEncodeError as error:
+        raise InvalidMessageError(f"message data has text that is not Unicode: {error}") from None
     unknown = sorted(set(body) - _KNOWN_KEYS)
     if unknown:
         raise InvalidMessageError(f"unknown field(s): {', '.join(unknown)}")
@@ -100,15 +131,77 @@ def parse_render_request(
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise InvalidMessageError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+    # Kept on the record as Firestore maps: refused once here rather than on every commit.
+    check_storable(metadata, "metadata")
+    check_storable(body.get("callback_urls"), "callback_urls")
     callback_urls = parse_callback_urls(body.get("callback_urls"))
     check_producer_callbacks(callback_urls, allow_local_http=allow_local_http_callbacks)
     retry_of = body.get("retry_of")
     return RenderRequest(
         request_id=check_request_id(body["request_id"]) if "request_id" in body else message_id,
         collection_id=collection_id,
-        input_data=input_data,
+        input_data_json=_raw_member(data.decode(json.detect_encoding(data)), "input_data"),
         priority=priority,
         callback_urls=callback_urls,
         metadata=metadata,
         retry_of=None if retry_of is None else check_request_id(retry_of, "retry_of"),
     )
+
+
+def _refuse_non_finite_numbers(value: Any) -> None:
+    # Python reads NaN and Infinity (and 1e999 as infinity), which JSON and SRP do not have.
+    if isinstance(value, float) and not math.isfinite(value):
+        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        raise InvalidMessageError(
+            f"message data is not JSON: {name} (or a number too large) is not a JSON number"
+        )
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            _refuse_non_finite_numbers(item)
+
+
+_RESERVED_FIELD = re.compile(r"^__.*__$")
+MAX_MAP_DEPTH = 20
+
+
+def _raw_member(text: str, key: str) -> str:
+    """The exact text of `key`'s value in the JSON object `text` (already known valid)."""
+    decoder = json.JSONDecoder()
+    found = ""
+    index = _skip_whitespace(text, text.index("{") + 1)
+    while text[index] != "}":
+        name, index = decoder.raw_decode(text, index)
+        start = _skip_whitespace(text, _skip_whitespace(text, index) + 1)  # past the ":"
+        _, index = decoder.raw_decode(text, start)
+        if name == key:
+            found = text[start:index]  # the last one wins, as in json.loads
+        index = _skip_whitespace(text, index)
+        if text[index] == ",":
+            index = _skip_whitespace(text, index + 1)
+    return found
+
+
+def _skip_whitespace(text: str, index: int) -> int:
+    while text[index] in " \t\n\r":
+        index += 1
+    return index
+
+
+def check_storable(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what Firestore refuses in a map: arrays in arrays, `__x__` names, deep maps."""
+    if isinstance(value, dict):
+        if depth >= MAX_MAP_DEPTH:
+            raise InvalidMessageError(f"{where} nests maps deeper than {MAX_MAP_DEPTH} levels")
+        for name, item in value.items():
+            if not name or _RESERVED_FIELD.match(name):
+                raise InvalidMessageError(
+                    f"{where} has a field name Firestore refuses: {name!r:.60}"
+                )
+            check_storable(item, f"{where}.{name}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, list):
+                raise InvalidMessageError(f"{where}[{index}] is an array inside an array")
+            check_storable(item, f"{where}[{index}]", depth)

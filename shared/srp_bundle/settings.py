@@ -31,6 +31,9 @@ AMBIGUOUS_SUBMIT_WAIT_SECONDS = "AMBIGUOUS_SUBMIT_WAIT_SECONDS"
 RENDER_PATH_PATTERN = "RENDER_PATH_PATTERN"
 MAX_SOURCE_PIXELS = "MAX_SOURCE_PIXELS"
 MAX_SOURCE_BYTES = "MAX_SOURCE_BYTES"
+MAX_MEDIA_SECONDS = "MAX_MEDIA_SECONDS"
+MEDIA_TIMEOUT_SECONDS = "MEDIA_TIMEOUT_SECONDS"
+RENDERED_DEADLINE_SECONDS = "RENDERED_DEADLINE_SECONDS"
 # Local development only: also accept http:// and loopback hosts in producer callback_urls.
 ALLOW_LOCAL_HTTP_CALLBACKS = "ALLOW_LOCAL_HTTP_CALLBACKS"
 
@@ -38,9 +41,11 @@ DEFAULT_SRP_API_URL = "https://srp.snark.art"
 DEFAULT_TASKS_COLLECTION = "srp_tasks"
 MIN_WEBHOOK_SECRET_LENGTH = 16
 DEFAULT_DERIVATIVE_SPECS = "512:webp,256:webp,1024:png"
-# SRP's documented layout: render/<COLLECTION_NAME>/<TASK_UUID>/render.png
+# Every file SRP writes into a task's folder: render/<COLLECTION_NAME>/<TASK_UUID>/<file>
+# (render.png, render.mp4, scene.glb, ...), directly or up to 4 subfolders deep, as the
+# callbacks' output_files may name them (render_paths.MAX_SUBFOLDERS).
 DEFAULT_RENDER_PATH_PATTERN = (
-    r"^render/(?P<collection_name>[^/]+)/(?P<task_id>[0-9A-Fa-f-]{36})/render\.png$"
+    r"^render/(?P<collection_name>[^/]+)/(?P<task_id>[0-9A-Fa-f-]{36})/(?:[^/]+/){0,4}[^/]+$"
 )
 
 # What each deployed function cannot start without. Terraform's structural tests
@@ -102,6 +107,12 @@ class Settings:
     render_path_pattern: re.Pattern[str] = re.compile(DEFAULT_RENDER_PATH_PATTERN)
     max_source_pixels: int = 50_000_000
     max_source_bytes: int = 256 * 1024 * 1024
+    # Video and audio: the longest render accepted, and how long one ffmpeg run may take.
+    max_media_seconds: int = 600
+    media_timeout_seconds: int = 120
+    # A request `rendered` this long without every output post-processed is re-driven
+    # once by reconcile, then failed.
+    rendered_deadline_seconds: int = 3600
     allow_local_http_callbacks: bool = False
 
     def require(self, value: str | None, variable: str) -> str:
@@ -202,6 +213,9 @@ def load_settings(
         render_path_pattern=_render_path_pattern(text(RENDER_PATH_PATTERN)),
         max_source_pixels=_positive_int(env, MAX_SOURCE_PIXELS, 50_000_000),
         max_source_bytes=_positive_int(env, MAX_SOURCE_BYTES, 256 * 1024 * 1024),
+        max_media_seconds=_positive_int(env, MAX_MEDIA_SECONDS, 600),
+        media_timeout_seconds=_positive_int(env, MEDIA_TIMEOUT_SECONDS, 120),
+        rendered_deadline_seconds=_positive_int(env, RENDERED_DEADLINE_SECONDS, 3600),
         allow_local_http_callbacks=_boolean(env, ALLOW_LOCAL_HTTP_CALLBACKS, False),
     )
 

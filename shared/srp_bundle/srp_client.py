@@ -16,20 +16,23 @@ Usage::
 
     callback = parse_callback(request_json)  # -> SrpCallback (no HTTP; for ingest_webhook)
 
-`SrpClient(api_key, *, base_url, timeout, retry, transport, sleep)`, or
+`SrpClient(api_key, *, base_url, timeout, retry, transport, sleep, clock)`, or
 `SrpClient.from_settings(settings)`: create one per process and reuse it (it holds a keep-alive
 connection pool). Every failure is an `srp_bundle.errors.SrpError`: `SrpAuthenticationError`
 (401/403), `SrpNotFoundError` (404), `SrpValidationError` (400/422, SRP's message),
 `SrpRateLimitedError` (429, `retry_after`), `SrpServerError` (5xx), `SrpConnectionError` (no
-answer; `may_have_reached_srp`), plain `SrpError` for anything else, including a 2xx body that
-is not a task. `err.transient` says whether trying later can help. Bad input (a non-JSON value
-in `input_data`, a malformed callback) raises `InvalidMessageError` before anything is sent.
+answer), plain `SrpError` for anything else, including a 2xx body that is not a task.
+`err.transient` says whether trying later can help; `err.may_have_reached_srp` whether a
+failed POST may still have created a task (False only for a 4xx answer, 429 included).
+Bad input (a non-JSON value in `input_data`, a malformed callback) raises
+`InvalidMessageError` before anything is sent.
 
 Retries follow `RetryPolicy` (`DEFAULT_RETRY`): GET is retried on 429/5xx, timeouts and
 connection failures with capped, fully jittered exponential backoff, honouring `Retry-After`.
 POST is retried only when the request certainly never left this process (connection refused,
-DNS failure, connect timeout); after a 5xx, a 429 or a read timeout it may have created a task,
-so the error is raised and the caller decides (submit_task keeps its own record).
+DNS failure, connect timeout); after a 5xx or a read timeout it may have created a task, so the
+error is raised and the caller decides (submit_task keeps its own record); a 429 is raised too,
+so the caller's redelivery honours `retry_after`.
 
 The API key is sent only in the `Authorization` header: it is left out of `repr`, log lines and
 error messages (redacted even if SRP echoes it back).
@@ -43,6 +46,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -66,9 +70,11 @@ from srp_bundle.srp_models import (
     AssetUpload,
     CallbackTarget,
     CallbackUrl,
+    RawJson,
     SrpCallback,
     SrpTask,
     SubmitRequest,
+    encode_json,
     parse_asset_upload,
     parse_callback,
     parse_callback_urls,
@@ -80,6 +86,7 @@ __all__ = [
     "AssetUpload",
     "CallbackTarget",
     "CallbackUrl",
+    "RawJson",
     "RetryPolicy",
     "SrpCallback",
     "SrpClient",
@@ -167,6 +174,7 @@ class SrpClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         # Secret Manager values often end with a newline, which is not a valid header value.
         api_key = api_key.strip() if isinstance(api_key, str) else ""
@@ -182,6 +190,7 @@ class SrpClient:
         self.timeout = timeout
         self.retry = retry
         self._sleep = sleep
+        self._clock = clock  # reads a Retry-After given as an HTTP date
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -224,7 +233,7 @@ class SrpClient:
     def submit_task(
         self,
         collection_id: str,
-        input_data: dict[str, Any],
+        input_data: dict[str, Any] | RawJson,
         *,
         callback_urls: Sequence[CallbackUrl] = (),
         priority: int | None = None,
@@ -311,7 +320,9 @@ class SrpClient:
             else:
                 if response.is_success:
                     return response
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(
+                    response.headers.get("Retry-After"), now=self._clock()
+                )
                 error = self._error_from_response(response, retry_after)
             delay = self.retry.delay_before_retry(method, error, attempts_made, retry_after)
             if delay is None:
@@ -381,7 +392,7 @@ class SrpClient:
 
 def _encode_json(body: dict[str, Any]) -> bytes:
     try:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return encode_json(body)
     except (TypeError, ValueError) as exc:
         raise InvalidMessageError(f"the task cannot be sent as JSON: {exc}") from None
 

@@ -7,6 +7,8 @@ fields are kept in `extra`, never rejected, because SRP may add fields at any ti
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,18 +54,60 @@ def callback_url_to_json(callback: CallbackUrl) -> str | JsonObject:
 
 
 @dataclass(frozen=True)
+class RawJson:
+    """The text of a JSON object, sent exactly as given (a producer's input_data)."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        try:
+            value = json.loads(self.text, parse_constant=_refuse_constant)
+        except (TypeError, ValueError) as error:
+            raise InvalidMessageError(f"input_data is not JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise InvalidMessageError(f"input_data must be a JSON object, got {_kind(value)}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def encode_json(body: JsonObject) -> bytes:
+    """Compact UTF-8 JSON, every `RawJson` inside written exactly as its text.
+
+    Raises TypeError/ValueError for what JSON cannot carry (NaN, lone surrogates, objects).
+    """
+    raw: dict[str, str] = {}
+
+    def placeholder(value: object) -> str:
+        # A RawJson goes in as a unique string, replaced by its exact text afterwards.
+        if not isinstance(value, RawJson):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        marker = f"\0raw-{uuid.uuid4().hex}"
+        raw[json.dumps(marker)] = value.text
+        return marker
+
+    text = json.dumps(
+        body, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=placeholder
+    )
+    for marker, value in raw.items():
+        text = text.replace(marker, value, 1)
+    return text.encode()
+
+
+@dataclass(frozen=True)
 class SubmitRequest:
     """The body of `POST /api/v1/tasks`."""
 
     collection_id: str
-    input_data: JsonObject
+    input_data: JsonObject | RawJson
     callback_urls: tuple[CallbackUrl, ...] = ()
     priority: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.collection_id, str) or not self.collection_id.strip():
             raise InvalidMessageError("collection_id must be a non-empty string")
-        if not isinstance(self.input_data, dict):
+        if not isinstance(self.input_data, dict | RawJson):
             raise InvalidMessageError(
                 f"input_data must be a JSON object, got {_kind(self.input_data)}"
             )

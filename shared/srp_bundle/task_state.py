@@ -9,17 +9,22 @@ means for the record, which events go out, and what the event log keeps.
 
 A record never moves backwards; `completed` and `failed` are final. `render.completed`
 goes out exactly once: on the transition into `completed`, which needs both SRP's
-`done` and the derivatives, in whichever order they arrive.
+`done` and every file of its `output_files` post-processed (or described), in whichever
+order the callback and the storage events arrive.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+# Per record: duplicate task ids kept, and event-log entries written (the rest are counted).
+MAX_LIST_ENTRIES = 200
 
 
 class State(StrEnum):
@@ -89,6 +94,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# What use cases read the time from; production passes `utc_now`, tests and the simulator
+# their own.
+Clock = Callable[[], datetime]
+
+
 @dataclass
 class TaskRecord:
     """`TASKS_COLLECTION/{request_id}`: the design's fixed fields plus what the jobs need."""
@@ -100,12 +110,22 @@ class TaskRecord:
     status: str | None = None
     output_files: list[str] = field(default_factory=list)
     derivatives: list[dict[str, Any]] = field(default_factory=list)
+    # Every output file post-processed: {path, generation, kind, format, content_type,
+    # bytes, sha256} plus what its kind measures (duration, codec, meshes, ...).
+    files: list[dict[str, Any]] = field(default_factory=list)
+    # The files without derivatives (3D and anything else), as described in `files`.
     other_files: list[dict[str, Any]] = field(default_factory=list)
+    # The primary render: the first output file that is an image or a video.
     render_path: str | None = None
     render_generation: int | None = None
+    # When SRP said done, and when reconcile re-drove post-processing past the deadline.
+    rendered_at: datetime | None = None
+    redriven_at: datetime | None = None
     error: dict[str, str] | None = None
     duplicate_task_ids: list[str] = field(default_factory=list)
-    input_data: dict[str, Any] = field(default_factory=dict)
+    # The producer's input_data text, as published and as sent to SRP: a string is what
+    # Firestore always stores (not every JSON object is a valid map), unindexed.
+    input_data_json: str = "{}"
     priority: int | None = None
     callback_urls: list[Any] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +142,19 @@ class TaskRecord:
     unconfirmed_submissions: int = 0
     # The latest transient failure, kept so a dead-lettered request can say why it gave up.
     last_error: dict[str, str] | None = None
+    # Bounds: at most MAX_LIST_ENTRIES duplicates and event-log writes, the rest counted.
+    duplicate_task_ids_dropped: int = 0
+    event_log_entries: int = 0
+    event_log_dropped: int = 0
+    # sha256 of the Pub/Sub message data that created the record: a dead-lettered copy of
+    # a message without request_id comes with a new message id and finds its record by this.
+    message_digest: str | None = None
+
+    @property
+    def input_data(self) -> dict[str, Any]:
+        """The producer's input_data as a Python object."""
+        value: dict[str, Any] = json.loads(self.input_data_json)
+        return value
 
     @property
     def is_terminal(self) -> bool:
@@ -137,8 +170,11 @@ class TaskRecord:
     @classmethod
     def from_document(cls, document: dict[str, Any] | None) -> TaskRecord:
         """Rebuild a record from its Firestore document, ignoring fields we do not know."""
-        known = {k: v for k, v in (document or {}).items() if k in cls.__dataclass_fields__}
+        document = document or {}
+        known = {k: v for k, v in document.items() if k in cls.__dataclass_fields__}
         known["state"] = State(known.get("state", State.RECEIVED))
+        if "input_data_json" not in known and isinstance(document.get("input_data"), dict):
+            known["input_data_json"] = json.dumps(document["input_data"])  # an older record
         return cls(**known)
 
     def event_data(self) -> dict[str, Any]:
@@ -177,12 +213,16 @@ class SrpStatusReported:
 
 @dataclass(frozen=True)
 class DerivativesReady:
-    """Post-processing finished for one generation of the render."""
+    """Post-processing finished for one generation of one output file (`render_path`).
+
+    `derivatives` are its derivatives (each with `source` and `role`), `file` its
+    description (kind, format, content_type, bytes, sha256, measures).
+    """
 
     render_path: str
     generation: int
     derivatives: tuple[dict[str, Any], ...]
-    other_files: tuple[dict[str, Any], ...] = ()
+    file: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,7 +233,15 @@ class TaskFailed:
     message: str
 
 
-Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed
+@dataclass(frozen=True)
+class DeadLettered:
+    """Pub/Sub gave up delivering the request: fail it, unless SRP already has its task."""
+
+    attempts: str
+    source: str
+
+
+Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed | DeadLettered
 
 
 @dataclass
@@ -214,16 +262,19 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
         record,
         output_files=list(record.output_files),
         derivatives=list(record.derivatives),
+        files=list(record.files),
         other_files=list(record.other_files),
         duplicate_task_ids=list(record.duplicate_task_ids),
     )
     transition = Transition(record=current)
     if isinstance(change, TaskSubmitted):
-        _attach_task(transition, change.task_id, change.status, now, from_callback=False)
+        _attach_task(transition, change.task_id, change.status, now)
     elif isinstance(change, SrpStatusReported):
         _apply_status(transition, change, now)
     elif isinstance(change, DerivativesReady):
         _apply_derivatives(transition, change, now)
+    elif isinstance(change, DeadLettered):
+        _apply_dead_letter(transition, change, now)
     else:
         _fail(transition, change.code, change.message, now)
     if transition.changed:
@@ -231,20 +282,22 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
     return transition
 
 
-def _attach_task(
-    transition: Transition, task_id: str, status: str | None, now: datetime, *, from_callback: bool
-) -> bool:
+def _attach_task(transition: Transition, task_id: str, status: str | None, now: datetime) -> bool:
     """Attach SRP's task id; a second, different id is a duplicate SRP task. True if ours.
 
-    A task first named by SRP (a callback, a poll) rather than by our POST's answer, and any
-    duplicate, is the task of a POST whose answer was lost: one fewer unconfirmed submission.
+    Every POST counts in `unconfirmed_submissions` from before it is sent; each task SRP
+    names for the request (in our POST's answer, a callback or a poll; attached or a
+    duplicate) is one POST's outcome: one fewer unconfirmed submission.
     """
     record = transition.record
     if record.task_id == task_id:
         return True
     if record.task_id is not None:
         if task_id not in record.duplicate_task_ids:
-            record.duplicate_task_ids.append(task_id)
+            if len(record.duplicate_task_ids) < MAX_LIST_ENTRIES:
+                record.duplicate_task_ids.append(task_id)
+            else:
+                record.duplicate_task_ids_dropped += 1  # the record stays under 1 MiB
             record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
             transition.changed = True
             transition.log.append(
@@ -252,8 +305,7 @@ def _attach_task(
             )
         return False
     record.task_id = task_id
-    if from_callback:
-        record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
+    record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
     record.lease_owner = None
     record.lease_expires_at = None
     record.ambiguous_submit_at = None
@@ -270,7 +322,7 @@ def _attach_task(
 
 def _apply_status(transition: Transition, change: SrpStatusReported, now: datetime) -> None:
     record = transition.record
-    if not _attach_task(transition, change.task_id, None, now, from_callback=True):
+    if not _attach_task(transition, change.task_id, None, now):
         return
     if record.is_terminal:
         return
@@ -283,6 +335,12 @@ def _apply_status(transition: Transition, change: SrpStatusReported, now: dateti
         reason = change.reason or f"SRP reported status {change.status!r}"
         _fail(transition, "srp_render_failed", reason, now)
         return
+    if target == State.RENDERED == record.state and change.output_files and not record.output_files:
+        # Reconcile saw `done` without the file list; SRP's callback brings it now.
+        record.output_files = list(change.output_files)
+        transition.changed = True
+        _choose_render_path(record)
+        return
     if _RANK[target] < _RANK[record.state] or (
         _RANK[target] == _RANK[record.state] and record.status == change.status
     ):
@@ -291,7 +349,9 @@ def _apply_status(transition: Transition, change: SrpStatusReported, now: dateti
     transition.changed = True
     if target == State.RENDERED:
         record.output_files = list(change.output_files)
-        if record.derivatives:
+        record.rendered_at = now
+        _choose_render_path(record)
+        if all_outputs_handled(record):
             target = State.COMPLETED
     if target == record.state:
         transition.events.append(_event(EventType.TASK_STATUS_CHANGED, record, now))
@@ -304,18 +364,78 @@ def _apply_derivatives(transition: Transition, change: DerivativesReady, now: da
     if record.state == State.FAILED:
         transition.log.append(_log_entry("derivatives_ignored", now, reason="task failed"))
         return
-    if record.render_generation is not None and change.generation <= record.render_generation:
-        return  # this generation (or a newer one) is already recorded
-    record.derivatives = list(change.derivatives)
-    record.other_files = list(change.other_files)
-    record.render_path = change.render_path
-    record.render_generation = change.generation
+    path = change.render_path
+    known = next((f for f in record.files if f.get("path") == path), None)
+    if known is not None and int(known.get("generation", 0)) >= change.generation:
+        return  # this generation of this file (or a newer one) is already recorded
+    description = {**change.file, "path": path, "generation": change.generation}
+    record.files = sorted(
+        [f for f in record.files if f.get("path") != path] + [description],
+        key=lambda f: str(f["path"]),
+    )
+    # Stable sort: each file's derivatives keep their order (the specs', then the preview).
+    record.derivatives = sorted(
+        [d for d in record.derivatives if d.get("source") != path] + list(change.derivatives),
+        key=lambda d: str(d.get("source", "")),
+    )
+    record.other_files = [f for f in record.files if not _has_derivatives(f)]
+    _choose_render_path(record)
     transition.changed = True
     transition.log.append(
-        _log_entry("derivatives", now, generation=change.generation, count=len(change.derivatives))
+        _log_entry(
+            "derivatives",
+            now,
+            path=path,
+            generation=change.generation,
+            count=len(change.derivatives),
+        )
     )
-    if record.state == State.RENDERED:
+    if record.state == State.RENDERED and all_outputs_handled(record):
         _move(transition, State.COMPLETED, now)
+
+
+def all_outputs_handled(record: TaskRecord) -> bool:
+    """Every file in `output_files` is post-processed; without the list, at least one file."""
+    handled = {f.get("path") for f in record.files}
+    if record.output_files:
+        return all(path in handled for path in record.output_files)
+    return bool(handled)
+
+
+def missing_outputs(record: TaskRecord) -> list[str]:
+    """The files of `output_files` not post-processed yet."""
+    handled = {f.get("path") for f in record.files}
+    return [path for path in record.output_files if path not in handled]
+
+
+def _has_derivatives(file: dict[str, Any]) -> bool:
+    return file.get("kind") in ("image", "video", "audio")
+
+
+def _choose_render_path(record: TaskRecord) -> None:
+    """The primary render: the first image or video in `output_files` order, else any file."""
+    by_path = {f["path"]: f for f in record.files}
+    order = [p for p in record.output_files if p in by_path] + sorted(
+        p for p in by_path if p not in record.output_files
+    )
+    visual = [p for p in order if by_path[p].get("kind") in ("image", "video")]
+    chosen = (visual or order or [None])[0]
+    if chosen is None:
+        return
+    record.render_path = chosen
+    record.render_generation = int(by_path[chosen]["generation"])
+
+
+def _apply_dead_letter(transition: Transition, change: DeadLettered, now: datetime) -> None:
+    record = transition.record
+    if record.task_id is not None or record.is_terminal:
+        # SRP has the task (its callbacks finish the request), or the request is final.
+        transition.log.append(_log_entry("dead_letter_ignored", now, state=str(record.state)))
+        return
+    reason = f"gave up after {change.attempts} delivery attempts from {change.source}"
+    if record.last_error and record.last_error.get("message"):
+        reason += f"; last error: {record.last_error['message']}"
+    _fail(transition, "dead_lettered", reason, now)
 
 
 def _fail(transition: Transition, code: str, message: str, now: datetime) -> None:
@@ -354,12 +474,24 @@ def _event(event_type: EventType, record: TaskRecord, now: datetime) -> dict[str
     if event_type == EventType.RENDER_COMPLETED:
         data["output_files"] = record.output_files
         data["derivatives"] = record.derivatives
+        data["files"] = record.files
         data["render_path"] = record.render_path
     data["metadata"] = record.metadata
     data["time"] = now.isoformat()
-    # Deterministic per transition, so a consumer can drop a re-sent event.
-    event_id = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
+    # Deterministic per transition, so a consumer can drop a re-sent event; a digest, so
+    # it stays 32 characters whatever SRP's status is (Pub/Sub attributes are limited).
+    identity = f"{record.request_id}:{event_type}:{record.state}:{record.status or ''}"
+    event_id = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return {"event_id": event_id, "type": str(event_type), "data": data}
+
+
+def capped_log(record: TaskRecord, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries the record's event log still has room for; counts the ones dropped."""
+    room = max(0, MAX_LIST_ENTRIES - record.event_log_entries)
+    kept = entries[:room]
+    record.event_log_entries += len(kept)
+    record.event_log_dropped += len(entries) - len(kept)
+    return kept
 
 
 def _log_entry(kind: str, now: datetime, **fields: Any) -> dict[str, Any]:

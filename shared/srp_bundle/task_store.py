@@ -6,7 +6,8 @@ Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
 - `srp_tasks_renders/{task_id}`: post-processing results keyed by SRP's task id, kept
   until (and after) a record with that task id exists, so the two can meet in any order;
 - `srp_tasks_outbox/{event}`: events decided by a committed change and not yet published
-  (written in the change's transaction, deleted once Pub/Sub has them).
+  (written in the change's transaction, deleted once Pub/Sub has them);
+- `srp_tasks_outbox_parked/{event}`: events Pub/Sub refused, with the reason (never retried).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from srp_bundle.task_state import (
     ACTIVE_STATES,
     Change,
+    Clock,
     DerivativesReady,
     TaskFailed,
     TaskRecord,
     Transition,
     advance,
+    capped_log,
     log_entry_id,
     utc_now,
 )
@@ -35,6 +38,7 @@ from srp_bundle.task_state import (
 EVENTS_SUBCOLLECTION = "events"
 RENDERS_SUFFIX = "_renders"
 OUTBOX_SUFFIX = "_outbox"
+PARKED_SUFFIX = "_outbox_parked"
 
 
 class RecordNotFoundError(LookupError):
@@ -43,15 +47,20 @@ class RecordNotFoundError(LookupError):
 
 @dataclass(frozen=True)
 class RenderResult:
-    """What post-processing recorded for one SRP task (see `DerivativesReady`).
+    """What post-processing recorded for one output file of one SRP task.
 
-    With `error` (`{code, message}`), that generation of the render can never become
-    derivatives: `change` then lists none, and the record it meets fails instead.
+    With `error` (`{code, message}`), that generation of the file can never be
+    post-processed: `change` then lists no derivatives, and the record it meets fails.
     """
 
     task_id: str
     change: DerivativesReady
     error: dict[str, str] | None = None
+
+    @property
+    def path(self) -> str:
+        """The output file this result is about."""
+        return self.change.render_path
 
     def record_change(self) -> DerivativesReady | TaskFailed:
         """What this result means for the task record."""
@@ -59,43 +68,51 @@ class RenderResult:
             return TaskFailed(self.error["code"], self.error["message"])
         return self.change
 
-    def to_document(self) -> dict[str, Any]:
-        """The Firestore document."""
+    def to_entry(self) -> dict[str, Any]:
+        """One item of the task's `files` list in Firestore."""
         return {
-            "task_id": self.task_id,
             "render_path": self.change.render_path,
             "generation": self.change.generation,
             "derivatives": list(self.change.derivatives),
-            "other_files": list(self.change.other_files),
+            "file": dict(self.change.file),
             "error": self.error,
-            "updated_at": utc_now(),
         }
 
     @classmethod
-    def from_document(cls, document: dict[str, Any] | None) -> RenderResult:
-        """Rebuild from Firestore."""
-        document = document or {}
+    def from_entry(cls, task_id: str, entry: dict[str, Any]) -> RenderResult:
+        """Rebuild one file's result from Firestore."""
         return cls(
-            task_id=document["task_id"],
+            task_id=task_id,
             change=DerivativesReady(
-                render_path=document["render_path"],
-                generation=int(document["generation"]),
-                derivatives=tuple(document.get("derivatives", [])),
-                other_files=tuple(document.get("other_files", [])),
+                render_path=entry["render_path"],
+                generation=int(entry["generation"]),
+                derivatives=tuple(entry.get("derivatives", [])),
+                file=dict(entry.get("file") or {}),
             ),
-            error=document.get("error"),
+            error=entry.get("error"),
         )
+
+
+def _render_results(document: dict[str, Any] | None) -> list[RenderResult]:
+    document = document or {}
+    task_id = document.get("task_id", "")
+    return [RenderResult.from_entry(task_id, entry) for entry in document.get("files", [])]
 
 
 class TaskStore:
     """Reads and transactional updates of task records, their event log and render results."""
 
-    def __init__(self, client: firestore.Client, collection: str) -> None:
+    def __init__(
+        self, client: firestore.Client, collection: str, *, clock: Clock = utc_now
+    ) -> None:
+        """`clock` stamps every write (`updated_at`, log and outbox times, transitions)."""
         self.client = client
+        self.clock = clock
         self.collection_name = collection
         self.records = client.collection(collection)
         self.renders = client.collection(collection + RENDERS_SUFFIX)
         self.outbox = client.collection(collection + OUTBOX_SUFFIX)
+        self.parked = client.collection(collection + PARKED_SUFFIX)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -112,15 +129,24 @@ class TaskStore:
             return TaskRecord.from_document(snapshot.to_dict())
         return None
 
+    def find_by_message_digest(self, digest: str) -> list[TaskRecord]:
+        """Records created by a Pub/Sub message with this data digest (usually one)."""
+        query = self.records.where(filter=FieldFilter("message_digest", "==", digest)).limit(20)
+        return [TaskRecord.from_document(snapshot.to_dict()) for snapshot in query.stream()]
+
     def event_log(self, request_id: str) -> list[dict[str, Any]]:
         """The record's event log, oldest first."""
         entries = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION).stream()
         return sorted((e.to_dict() for e in entries), key=lambda entry: entry["at"])
 
-    def render_result(self, task_id: str) -> RenderResult | None:
-        """Post-processing results stored for an SRP task, or None."""
+    def render_results(self, task_id: str) -> list[RenderResult]:
+        """Post-processing results stored for an SRP task, one per output file."""
         snapshot = self.renders.document(task_id).get()
-        return RenderResult.from_document(snapshot.to_dict()) if snapshot.exists else None
+        return _render_results(snapshot.to_dict()) if snapshot.exists else []
+
+    def render_result(self, task_id: str, path: str) -> RenderResult | None:
+        """The result stored for one output file of an SRP task, or None."""
+        return next((r for r in self.render_results(task_id) if r.path == path), None)
 
     def stale_records(
         self, updated_before: datetime, limit: int, start_after: datetime | None = None
@@ -161,8 +187,9 @@ class TaskStore:
         def create_in(transaction: firestore.Transaction) -> bool:
             if reference.get(transaction=transaction).exists:
                 return False
+            kept = capped_log(record, list(log))
             transaction.create(reference, record.to_document())
-            self._write_log(transaction, record.request_id, log)
+            self._write_log(transaction, record.request_id, kept)
             self._write_outbox(transaction, record.request_id, events)
             return True
 
@@ -182,9 +209,10 @@ class TaskStore:
             current = TaskRecord.from_document(snapshot.to_dict()) if snapshot.exists else None
             new_record, log = decide(current)
             if new_record is not None:
-                new_record.updated_at = utc_now()
+                new_record.updated_at = self.clock()
+                kept = capped_log(new_record, log)
                 transaction.set(reference, new_record.to_document())
-                self._write_log(transaction, request_id, log)
+                self._write_log(transaction, request_id, kept)
             return new_record if new_record is not None else current
 
         result: TaskRecord | None = update_in(self.client.transaction())
@@ -196,9 +224,11 @@ class TaskStore:
         change: Change,
         *,
         received: dict[str, Any] | None = None,
+        create: TaskRecord | None = None,
     ) -> Transition:
         """Apply a change to a record in one transaction; `received` is logged verbatim.
 
+        Without a record, the change applies to `create` (or RecordNotFoundError is raised).
         When the change attaches a task id for the first time, post-processing results
         already stored for that task are applied in the same transaction.
         """
@@ -207,19 +237,20 @@ class TaskStore:
         @firestore.transactional
         def apply_in(transaction: firestore.Transaction) -> Transition:
             snapshot = reference.get(transaction=transaction)
-            if not snapshot.exists:
+            if snapshot.exists:
+                record = TaskRecord.from_document(snapshot.to_dict())
+            elif create is not None:
+                record = create
+            else:
                 raise RecordNotFoundError(request_id)
-            record = TaskRecord.from_document(snapshot.to_dict())
-            transition = advance(record, change)
+            now = self.clock()
+            transition = advance(record, change, now)
             if transition.attached_task_id is not None:
                 pending = self.renders.document(transition.attached_task_id).get(
                     transaction=transaction
                 )
-                if pending.exists:
-                    follow_up = advance(
-                        transition.record,
-                        RenderResult.from_document(pending.to_dict()).record_change(),
-                    )
+                for result in _render_results(pending.to_dict() if pending.exists else None):
+                    follow_up = advance(transition.record, result.record_change(), now)
                     transition.record = follow_up.record
                     transition.events += follow_up.events
                     transition.log += follow_up.log
@@ -227,9 +258,11 @@ class TaskStore:
             log = list(transition.log)
             if received is not None:
                 log.append(received)
-            if transition.changed:
+            kept = capped_log(transition.record, log)
+            if transition.changed or kept or len(kept) < len(log):
+                # The record carries the log's counters, so it is written with every entry.
                 transaction.set(reference, transition.record.to_document())
-            self._write_log(transaction, request_id, log)
+            self._write_log(transaction, request_id, kept)
             self._write_outbox(transaction, request_id, transition.events)
             return transition
 
@@ -237,15 +270,21 @@ class TaskStore:
         return result
 
     def save_render_result(self, result: RenderResult) -> None:
-        """Store post-processing results for a task (a newer generation replaces an older one)."""
+        """Store one file's result (a newer generation of the file replaces an older one)."""
         reference = self.renders.document(result.task_id)
 
         @firestore.transactional
         def save_in(transaction: firestore.Transaction) -> None:
             snapshot = reference.get(transaction=transaction)
-            if snapshot.exists and int(snapshot.get("generation")) >= result.change.generation:
+            stored = _render_results(snapshot.to_dict()) if snapshot.exists else []
+            known = next((r for r in stored if r.path == result.path), None)
+            if known is not None and known.change.generation >= result.change.generation:
                 return
-            transaction.set(reference, result.to_document())
+            entries = [r.to_entry() for r in stored if r.path != result.path]
+            entries.append(result.to_entry())
+            entries.sort(key=lambda entry: str(entry["render_path"]))
+            document = {"task_id": result.task_id, "files": entries, "updated_at": self.clock()}
+            transaction.set(reference, document)
 
         save_in(self.client.transaction())
 
@@ -259,13 +298,26 @@ class TaskStore:
         if deleted:
             batch.commit()
 
+    def park_events(self, reasons: dict[str, str]) -> None:
+        """Move events Pub/Sub refuses out of the outbox, with the reason (one commit)."""
+        batch = self.client.batch()
+        for event_id, reason in reasons.items():
+            source = self.outbox.document(_outbox_id(event_id))
+            snapshot = source.get()
+            if not snapshot.exists:
+                continue
+            parked = {**(snapshot.to_dict() or {}), "reason": reason, "parked_at": self.clock()}
+            batch.set(self.parked.document(_outbox_id(event_id)), parked)
+            batch.delete(source)
+        batch.commit()
+
     def _write_outbox(
         self, transaction: firestore.Transaction, request_id: str, events: Iterable[dict[str, Any]]
     ) -> None:
         for event in events:
             transaction.set(
                 self.outbox.document(_outbox_id(event["event_id"])),
-                {"request_id": request_id, "event": event, "decided_at": utc_now()},
+                {"request_id": request_id, "event": event, "decided_at": self.clock()},
             )
 
     def _write_log(
@@ -273,11 +325,11 @@ class TaskStore:
     ) -> None:
         log = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION)
         for entry in entries:
-            entry = {"at": utc_now(), **entry}
+            entry = {"at": self.clock(), **entry}
             # Deterministic ids: an identical duplicate (same callback twice) is kept once.
             transaction.set(log.document(log_entry_id(entry)), entry)
 
 
 def _outbox_id(event_id: str) -> str:
-    # Event ids carry SRP's status verbatim; a digest is always a valid document id.
+    # Event ids are digests already; hashing again keeps older, longer ids valid document ids.
     return hashlib.sha256(event_id.encode()).hexdigest()[:32]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import pyvips
@@ -14,8 +15,7 @@ from local_stack.emulators import GcsEmulator
 from srp_bundle.derivative_store import (
     CACHE_CONTROL,
     delete_superseded_derivatives,
-    describe_render_folder,
-    download_render,
+    download_render_to_file,
     store_derivatives,
 )
 from srp_bundle.derivatives import RenderDerivatives, make_derivatives
@@ -73,7 +73,7 @@ def test_derivatives_are_written_with_names_types_and_metadata(
 ) -> None:
     stored = store(bucket, rendered)
 
-    folder = f"derivatives/{COLLECTION}/{TASK_UUID}/g1712345678901234"
+    folder = f"derivatives/{COLLECTION}/{TASK_UUID}/render.png/g1712345678901234"
     assert [item.path for item in stored] == [
         f"{folder}/512.webp",
         f"{folder}/256.webp",
@@ -96,6 +96,7 @@ def test_derivatives_are_written_with_names_types_and_metadata(
             "width": str(derivative.info.width),
             "height": str(derivative.info.height),
             "format": derivative.info.format,
+            "role": "thumbnail",
         }
         assert blob.download_as_bytes() == derivative.data
         assert item.object_generation == blob.generation
@@ -106,6 +107,8 @@ def test_derivatives_are_written_with_names_types_and_metadata(
             "format": derivative.spec.image_format,
             "bytes": len(derivative.data),
             "sha256": hashlib.sha256(derivative.data).hexdigest(),
+            "source": RENDER_NAME,
+            "role": "thumbnail",
         }
 
 
@@ -126,7 +129,7 @@ def test_storing_again_writes_nothing_and_reports_the_same_metadata(
 def test_an_object_we_did_not_write_at_our_name_is_replaced(
     bucket: storage.Bucket, rendered: RenderDerivatives
 ) -> None:
-    name = f"derivatives/{COLLECTION}/{TASK_UUID}/g7/512.webp"
+    name = f"derivatives/{COLLECTION}/{TASK_UUID}/render.png/g7/512.webp"
     bucket.blob(name).upload_from_string(b"not ours", content_type="text/plain")
 
     stored = store(bucket, rendered, generation=7)
@@ -143,64 +146,44 @@ def test_a_newer_generation_supersedes_older_ones_but_never_newer_ones(
     bucket: storage.Bucket, rendered: RenderDerivatives
 ) -> None:
     older, current, newer = (store(bucket, rendered, generation=g) for g in (100, 200, 300))
+    # Another output file of the same task, with an older generation: not superseded.
+    other_file = store_derivatives(
+        bucket,
+        rendered.derivatives,
+        collection_name=COLLECTION,
+        task_uuid=TASK_UUID,
+        source_bucket_name="renders",
+        source_object_name=f"render/{COLLECTION}/{TASK_UUID}/render.mp4",
+        source_generation=50,
+        task_id="srp-task-1",
+    )
 
-    deleted = delete_superseded_derivatives(bucket, COLLECTION, TASK_UUID, 200)
+    deleted = delete_superseded_derivatives(bucket, COLLECTION, TASK_UUID, 200, RENDER_NAME)
 
     assert sorted(deleted) == sorted(item.path for item in older)
     remaining = sorted(blob.name for blob in bucket.list_blobs())
-    assert remaining == sorted(item.path for item in current + newer)
+    assert remaining == sorted(item.path for item in current + newer + other_file)
 
 
-def test_other_files_in_the_render_folder_are_described(bucket: storage.Bucket) -> None:
-    folder = f"render/{COLLECTION}/{TASK_UUID}"
-    files = {
-        f"{folder}/render.png": (b"\x89PNG\r\n\x1a\nsource", "image/png"),
-        f"{folder}/turntable.mp4": (b"\x00\x00\x00\x18ftypmp42" + bytes(300_000), "video/mp4"),
-        # Uploaded without a type: GCS says application/octet-stream, the name says more.
-        f"{folder}/model.glb": (b"glTF\x02\x00\x00\x00" + b"mesh" * 100, None),
-        f"{folder}/sound.wav": (b"RIFF\x00\x00\x00\x00WAVEfmt ", "audio/wav"),
-        f"render/{COLLECTION}/another-task/render.mp4": (b"other task", "video/mp4"),
-    }
-    for name, (data, content_type) in files.items():
-        declared = content_type or "application/octet-stream"
-        bucket.blob(name).upload_from_string(data, content_type=declared)
-
-    records = describe_render_folder(bucket, folder, exclude=[f"{folder}/render.png"])
-
-    def expected(name: str, content_type: str) -> dict[str, object]:
-        data = files[name][0]
-        return {
-            "path": name,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "content_type": content_type,
-        }
-
-    assert [record.as_record() for record in records] == [
-        expected(f"{folder}/model.glb", "model/gltf-binary"),
-        expected(f"{folder}/sound.wav", "audio/wav"),
-        expected(f"{folder}/turntable.mp4", "video/mp4"),
-    ]
-
-
-def test_an_empty_render_folder_describes_nothing(bucket: storage.Bucket) -> None:
-    assert describe_render_folder(bucket, f"render/{COLLECTION}/{TASK_UUID}/") == []
-
-
-def test_download_render_reads_exactly_the_event_generation(bucket: storage.Bucket) -> None:
+def test_download_reads_exactly_the_event_generation(
+    bucket: storage.Bucket, tmp_path: Path
+) -> None:
     blob = bucket.blob(RENDER_NAME)
     blob.upload_from_string(b"\x89PNG\r\n\x1a\nfirst", content_type="image/png")
     first_generation = blob.generation
     assert first_generation is not None
+    local = tmp_path / "source"
 
-    assert download_render(bucket, RENDER_NAME, first_generation) == b"\x89PNG\r\n\x1a\nfirst"
+    assert download_render_to_file(bucket, RENDER_NAME, first_generation, local)
+    assert local.read_bytes() == b"\x89PNG\r\n\x1a\nfirst"
     with pytest.raises(SourceTooLargeError) as raised:
-        download_render(bucket, RENDER_NAME, first_generation, max_bytes=4)
+        download_render_to_file(bucket, RENDER_NAME, first_generation, local, max_bytes=4)
     assert raised.value.code == "source_too_large"
-    assert download_render(bucket, f"{RENDER_NAME}.missing", 1) is None
+    assert not download_render_to_file(bucket, f"{RENDER_NAME}.missing", 1, local)
 
     blob.upload_from_string(b"\x89PNG\r\n\x1a\nsecond", content_type="image/png")
     assert blob.generation != first_generation
     # The event for the first generation arrives late: it finds nothing to process.
-    assert download_render(bucket, RENDER_NAME, first_generation) is None
-    assert download_render(bucket, RENDER_NAME, blob.generation) == b"\x89PNG\r\n\x1a\nsecond"
+    assert not download_render_to_file(bucket, RENDER_NAME, first_generation, local)
+    assert download_render_to_file(bucket, RENDER_NAME, blob.generation, local)
+    assert local.read_bytes() == b"\x89PNG\r\n\x1a\nsecond"

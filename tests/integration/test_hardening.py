@@ -208,7 +208,7 @@ def test_reconcile_never_redrives_a_stored_callback_the_policy_refuses(
         TaskRecord(
             request_id=request["request_id"],
             collection_id=request["collection_id"],
-            input_data=request["input_data"],
+            input_data_json=json.dumps(request["input_data"]),
             callback_urls=["http://169.254.169.254/computeMetadata/v1/"],
             created_at=an_hour_ago,
             updated_at=an_hour_ago,

@@ -67,6 +67,8 @@ def test_a_callback_advances_the_record_and_is_logged_once(pipeline) -> None:
         ("not json", 400),
         ("wrong types", 400),
         ("missing task_id", 400),
+        ("task_id not a uuid", 400),
+        ("status longer than 64", 400),
         ("bad timestamp", 400),
         ("oversized", 400),
         ("path traversal", 400),
@@ -99,6 +101,10 @@ def test_bad_callbacks_get_the_right_4xx_and_write_nothing(pipeline, case, expec
         body = {"status": 3, "task_id": task_id, "timestamp": utc_timestamp()}
     elif case == "missing task_id":
         body = {"status": "in_progress", "timestamp": utc_timestamp()}
+    elif case == "task_id not a uuid":
+        body = callback_body("in_progress", "../" + "x" * 3000)
+    elif case == "status longer than 64":
+        body = callback_body("in_progress" + "x" * 54, task_id)
     elif case == "bad timestamp":
         body = {**callback_body("in_progress", task_id), "timestamp": "yesterday"}
     elif case == "oversized":
@@ -141,19 +147,18 @@ def test_a_forged_done_is_not_accepted_until_srp_confirms_it(pipeline, render_re
     assert pipeline.wait_for_state(request["request_id"], "rendered", "completed")
 
 
-def test_a_callback_for_another_task_is_recorded_as_a_duplicate(pipeline) -> None:
+def test_a_callback_for_a_task_srp_does_not_know_changes_nothing(pipeline) -> None:
     webhook = pipeline.function("ingest_webhook", **NO_CONFIRM)
-    request_id, task_id = submitted_record(pipeline)
+    request_id, _ = submitted_record(pipeline)
+    before = _snapshot(pipeline, request_id)
     other = str(uuid.uuid4())
 
     response = _post(pipeline, webhook, request_id, callback_body("done", other))
 
-    assert response.status_code == 200
-    record = pipeline.record(request_id)
-    assert record.task_id == task_id
-    assert record.duplicate_task_ids == [other]
-    assert record.state == State.SUBMITTED
-    assert record.output_files == []
+    # Only a task SRP confirms as this request's can become its task or a duplicate.
+    assert response.status_code == 422
+    assert _snapshot(pipeline, request_id) == before
+    assert pipeline.record(request_id).duplicate_task_ids == []
 
 
 def test_rotation_accepts_the_previous_secret(pipeline) -> None:
@@ -254,7 +259,7 @@ def test_reconcile_brings_every_task_to_its_final_state_when_callbacks_are_dropp
         expected = State.RENDERED if srp_status[record.task_id] == "done" else State.FAILED
         assert record.state == expected, record
         if expected == State.RENDERED:
-            assert record.output_files == [f"render/demo_collection/{record.task_id}/render.png"]
+            assert record.output_files == []  # SRP's GET does not list them
         else:
             assert record.error["code"] == "srp_render_failed"
     assert {State.RENDERED, State.FAILED} == {r.state for r in final.values()}
@@ -288,7 +293,7 @@ def test_reconcile_redrives_a_request_stuck_before_submission_and_fails_an_expir
             TaskRecord(
                 request_id=request["request_id"],
                 collection_id=request["collection_id"],
-                input_data=request["input_data"],
+                input_data_json=json.dumps(request["input_data"]),
                 lease_owner="a-dead-instance",
                 lease_expires_at=utc_now() - timedelta(seconds=1),
                 created_at=created_at,

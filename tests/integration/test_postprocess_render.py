@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 import zlib
@@ -26,10 +28,12 @@ import pytest
 import pyvips
 from google.cloud import firestore, pubsub_v1, storage
 
+from local_stack import media_samples
 from local_stack.cloudevents import storage_finalized_event
 from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator, scoped_environment
 from local_stack.functions import FunctionProcess
 from local_stack.processes import REPO_ROOT
+from srp_bundle import media
 from srp_bundle.derivatives import sniff_image_format
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
@@ -39,6 +43,8 @@ pytestmark = pytest.mark.integration
 
 SPECS = "128:webp,64:png,512:jpeg"
 COLLECTION_NAME = "dynamic-nft"
+MAX_MEDIA_SECONDS = 5
+MAX_SOURCE_PIXELS = 2_000_000
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Stack:
     publisher: EventPublisher
     subscriber: pubsub_v1.SubscriberClient
     topic_path: str
+    function_tmp: str
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +86,19 @@ def stack(
         **gcs_emulator.env,
     }
     topic_id = f"render-events-{suffix}"
+    # The functions' own /tmp, so tests can see it left empty on every path.
+    function_tmp = tempfile.mkdtemp(prefix="postprocess-tmp-")
     env = {
+        "TMPDIR": function_tmp,
         **emulators,
         "RENDERS_BUCKET": f"renders-{suffix}",
         "DERIVATIVES_BUCKET": f"derivatives-{suffix}",
         "EVENTS_TOPIC": topic_id,
         "TASKS_COLLECTION": f"tasks-{suffix}",
         "DERIVATIVE_SPECS": SPECS,
+        # Small limits, so over-limit media is cheap to make.
+        "MAX_MEDIA_SECONDS": str(MAX_MEDIA_SECONDS),
+        "MAX_SOURCE_PIXELS": str(MAX_SOURCE_PIXELS),
     }
     shared_bucket_name, missing_bucket_name = f"shared-{suffix}", f"not-yet-{suffix}"
     shared_bucket_env = {
@@ -126,10 +139,12 @@ def stack(
             publisher=EventPublisher(publisher_client, project_id, topic_id),
             subscriber=subscriber,
             topic_path=topic_path,
+            function_tmp=function_tmp,
         )
     finally:
         for function in functions:
             function.stop()
+        shutil.rmtree(function_tmp, ignore_errors=True)
 
 
 @pytest.fixture
@@ -223,11 +238,6 @@ def corrupt_png() -> bytes:
     return data[:idat_at] + png_chunk(b"IDAT", garbage) + data[idat_at + 12 + length :]
 
 
-def jpeg_bytes() -> bytes:
-    """A real JPEG, to be uploaded with a PNG content type."""
-    return bytes(pyvips.Image.black(64, 64).jpegsave_buffer())
-
-
 def new_task(stack: Stack, *, attach: bool = True) -> tuple[str, str]:
     """A task record (request id, SRP task id), submitted to SRP unless `attach` is False."""
     request_id = f"request-{uuid.uuid4().hex[:12]}"
@@ -247,6 +257,11 @@ def render_name(task_id: str) -> str:
 def derivative_folder(task_id: str) -> str:
     """Where every derivative of a task goes."""
     return f"derivatives/{COLLECTION_NAME}/{task_id}/"
+
+
+def source_folder(task_id: str, file_name: str = "render.png") -> str:
+    """Where every derivative of one output file of a task goes."""
+    return f"{derivative_folder(task_id)}{file_name}/"
 
 
 def upload(
@@ -278,11 +293,12 @@ def deliver(function: FunctionProcess, resource: dict[str, Any]) -> httpx.Respon
     return httpx.post(function.url, headers=headers, content=body, timeout=60)
 
 
-def srp_reports_done(stack: Stack, request_id: str, task_id: str) -> None:
+def srp_reports_done(
+    stack: Stack, request_id: str, task_id: str, output_files: tuple[str, ...] | None = None
+) -> None:
     """What ingest_webhook does with SRP's `done` callback."""
-    transition = stack.store.apply(
-        request_id, SrpStatusReported(task_id, "done", (render_name(task_id),))
-    )
+    files = output_files if output_files is not None else (render_name(task_id),)
+    transition = stack.store.apply(request_id, SrpStatusReported(task_id, "done", files))
     publish_transition(stack.store, stack.publisher, request_id, transition.events)
 
 
@@ -303,15 +319,14 @@ def record(stack: Stack, request_id: str) -> TaskRecord:
 
 def test_render_becomes_derivatives_listed_on_the_record(stack: Stack) -> None:
     request_id, task_id = new_task(stack)
-    video = b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
-    upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/turntable.mp4", video, "video/mp4")
-    resource = upload(stack.renders, render_name(task_id), rgba_png(256, 256))
+    png = rgba_png(256, 256)
+    resource = upload(stack.renders, render_name(task_id), png)
 
     response = deliver(stack.function, resource)
 
     assert response.status_code == 200, response.text
     generation = int(resource["generation"])
-    folder = f"{derivative_folder(task_id)}g{generation}"
+    folder = f"{source_folder(task_id)}g{generation}"
     expected = {  # 512 is larger than the render: never upscaled
         f"{folder}/128.webp": (128, 128, "webp", "image/webp"),
         f"{folder}/64.png": (64, 64, "png", "image/png"),
@@ -340,16 +355,25 @@ def test_render_becomes_derivatives_listed_on_the_record(stack: Stack) -> None:
         for name, (width, height, image_format, _) in expected.items()
     ]
     assert all(d["bytes"] == blobs[d["path"]].size for d in stored.derivatives)
-    assert stored.other_files == [
+    assert {(d["source"], d["role"]) for d in stored.derivatives} == {
+        (render_name(task_id), "thumbnail")
+    }
+    assert stored.files == [
         {
-            "path": f"render/{COLLECTION_NAME}/{task_id}/turntable.mp4",
-            "bytes": len(video),
-            "sha256": hashlib.sha256(video).hexdigest(),
-            "content_type": "video/mp4",
+            "path": render_name(task_id),
+            "generation": generation,
+            "kind": "image",
+            "format": "png",
+            "content_type": "image/png",
+            "bytes": len(png),
+            "sha256": hashlib.sha256(png).hexdigest(),
+            "width": 256,
+            "height": 256,
         }
     ]
+    assert stored.other_files == []
     assert stored.state == State.SUBMITTED  # completion also needs SRP's done
-    assert stack.store.render_result(task_id) is not None
+    assert stack.store.render_result(task_id, render_name(task_id)) is not None
 
 
 def test_a_redelivered_event_writes_nothing(stack: Stack, events: EventInbox) -> None:
@@ -382,7 +406,7 @@ def test_a_newer_generation_replaces_the_derivatives(stack: Stack) -> None:
     # The old event arriving late changes nothing.
     assert deliver(stack.function, first).status_code == 200
 
-    folder = f"{derivative_folder(task_id)}g{second['generation']}"
+    folder = f"{source_folder(task_id)}g{second['generation']}"
     names = set(object_generations(stack.derivatives, derivative_folder(task_id)))
     assert names == {f"{folder}/128.webp", f"{folder}/64.png", f"{folder}/512.jpg"}
     stored = record(stack, request_id)
@@ -456,7 +480,9 @@ def test_objects_that_are_not_renders_are_ignored(stack: Stack, case: str) -> No
         metadata = {"source_object": name, "source_generation": "1", "task_id": task_id}
         resource = upload(stack.renders, name, png, metadata=metadata)
     elif case == "other_file":
-        resource = upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/frame_0001.png", png)
+        # Five folders below the task folder: deeper than any output file SRP may name.
+        deep = "a/b/c/d/e/0001.png"
+        resource = upload(stack.renders, f"render/{COLLECTION_NAME}/{task_id}/{deep}", png)
     else:
         other = stack.storage.create_bucket(f"other-{uuid.uuid4().hex[:10]}")
         resource = upload(other, name, png)
@@ -464,7 +490,7 @@ def test_objects_that_are_not_renders_are_ignored(stack: Stack, case: str) -> No
     response = deliver(stack.function, resource)
 
     assert response.status_code == 200, response.text
-    assert stack.store.render_result(task_id) is None
+    assert stack.store.render_results(task_id) == []
     assert object_generations(stack.derivatives, derivative_folder(task_id)) == {}
     assert record(stack, request_id).derivatives == []
 
@@ -503,7 +529,6 @@ BAD_RENDERS = {
     "corrupt": (corrupt_png, "corrupt_image"),
     "truncated": (lambda: rgba_png(256, 256)[:600], "corrupt_image"),
     "decompression_bomb": (decompression_bomb, "too_many_pixels"),
-    "not_png": (jpeg_bytes, "not_png"),
 }
 
 
@@ -569,7 +594,7 @@ def test_a_storage_error_is_retried_until_it_succeeds(stack: Stack) -> None:
 
     failed = deliver(function, resource)
     assert failed.status_code == 500  # Eventarc retries it
-    assert stack.store.render_result(task_id) is None
+    assert stack.store.render_results(task_id) == []
     assert record(stack, request_id).derivatives == []
 
     stack.storage.create_bucket(stack.missing_bucket_name)
@@ -600,3 +625,406 @@ def test_the_handler_does_not_load_libvips_at_import(stack: Stack) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---- every kind of render: image, video, audio, 3D, other -----------------------------------
+
+
+def _gif() -> bytes:
+    pages = [
+        pyvips.Image.black(200, 120).new_from_image([i * 50 % 256, 90, 200]).cast("uchar")
+        for i in range(4)
+    ]
+    strip = pyvips.Image.arrayjoin(pages, across=1).copy()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 120)
+    strip.set_type(pyvips.GValue.array_int_type, "delay", [100] * 4)
+    return bytes(strip.gifsave_buffer())
+
+
+def _still(image_format: str) -> bytes:
+    image = pyvips.Image.black(300, 200).new_from_image([30, 140, 220]).cast("uchar")
+    return bytes(image.write_to_buffer(f".{image_format}"))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A sample of one kind of render and what post-processing must make of it."""
+
+    file_name: str
+    make: Any
+    kind: str
+    format: str
+    content_type: str
+    roles: tuple[str, ...]
+    size: tuple[int, int] | None = None  # the source's frame size, for images and video
+    details: tuple[tuple[str, Any], ...] = ()
+
+
+THUMBNAILS = ("thumbnail",) * 3
+KINDS = {
+    "png": Kind(
+        "render.png",
+        lambda: rgba_png(300, 200),
+        "image",
+        "png",
+        "image/png",
+        THUMBNAILS,
+        (300, 200),
+    ),
+    "jpeg": Kind(
+        "render.jpg", lambda: _still("jpeg"), "image", "jpeg", "image/jpeg", THUMBNAILS, (300, 200)
+    ),
+    "webp": Kind(
+        "render.webp", lambda: _still("webp"), "image", "webp", "image/webp", THUMBNAILS, (300, 200)
+    ),
+    "avif": Kind(
+        "render.avif", lambda: _still("avif"), "image", "avif", "image/avif", THUMBNAILS, (300, 200)
+    ),
+    "animated_gif": Kind(
+        "render.gif",
+        _gif,
+        "image",
+        "gif",
+        "image/gif",
+        (*THUMBNAILS, "preview"),
+        (200, 120),
+        (("frames", 4),),
+    ),
+    "mp4": Kind(
+        "render.mp4",
+        lambda: media_samples.video("mp4", black_lead_seconds=0.5),
+        "video",
+        "mp4",
+        "video/mp4",
+        ("poster",) * 3 + ("preview",),
+        (320, 240),
+        (("codec", "h264"), ("frame_rate", 25.0), ("width", 320), ("height", 240)),
+    ),
+    "mov": Kind(
+        "render.mov",
+        lambda: media_samples.video("mov", seconds=1.0),
+        "video",
+        "mov",
+        "video/quicktime",
+        ("poster",) * 3 + ("preview",),
+        (320, 240),
+        (("codec", "h264"),),
+    ),
+    "webm": Kind(
+        "render.webm",
+        lambda: media_samples.video("webm", seconds=1.0),
+        "video",
+        "webm",
+        "video/webm",
+        ("poster",) * 3 + ("preview",),
+        (320, 240),
+        (("codec", "vp9"),),
+    ),
+    "wav": Kind(
+        "render.wav",
+        lambda: media_samples.sound("wav"),
+        "audio",
+        "wav",
+        "audio/wav",
+        ("waveform",) * 3,
+        None,
+        (("sample_rate", 44100), ("channels", 2), ("codec", "pcm_s16le")),
+    ),
+    "mp3": Kind(
+        "render.mp3",
+        lambda: media_samples.sound("mp3"),
+        "audio",
+        "mp3",
+        "audio/mpeg",
+        ("waveform",) * 3,
+        None,
+        (("sample_rate", 44100), ("codec", "mp3")),
+    ),
+    "ogg": Kind(
+        "render.ogg",
+        lambda: media_samples.sound("ogg"),
+        "audio",
+        "ogg",
+        "audio/ogg",
+        ("waveform",) * 3,
+        None,
+        (("codec", "vorbis"),),
+    ),
+    "flac": Kind(
+        "render.flac",
+        lambda: media_samples.sound("flac"),
+        "audio",
+        "flac",
+        "audio/flac",
+        ("waveform",) * 3,
+        None,
+        (("codec", "flac"),),
+    ),
+    "glb": Kind(
+        "scene.glb",
+        lambda: media_samples.glb(
+            meshes=3, nodes=5, materials=2, generator="Blender glTF exporter"
+        ),
+        "model",
+        "glb",
+        "model/gltf-binary",
+        (),
+        None,
+        (("meshes", 3), ("nodes", 5), ("materials", 2), ("generator", "Blender glTF exporter")),
+    ),
+    "gltf": Kind(
+        "scene.gltf",
+        lambda: json.dumps(media_samples.gltf_document(meshes=2, nodes=2)).encode(),
+        "model",
+        "gltf",
+        "model/gltf+json",
+        (),
+        None,
+        (("meshes", 2), ("nodes", 2)),
+    ),
+    "zip": Kind(
+        "scene.usdz", lambda: b"PK\x03\x04" + bytes(200), "other", "zip", "application/zip", ()
+    ),
+}
+SPEC_SIZES = [(128, "webp"), (64, "png"), (512, "jpeg")]
+
+
+def file_name_of(task_id: str, file_name: str) -> str:
+    """The object name of one output file of a task."""
+    return f"render/{COLLECTION_NAME}/{task_id}/{file_name}"
+
+
+def check_derivatives(stack: Stack, stored: TaskRecord, sample: Kind, source: str) -> None:
+    """Every derivative decoded and measured against the record and the specs."""
+    derivatives = [d for d in stored.derivatives if d["source"] == source]
+    assert [d["role"] for d in derivatives] == list(sample.roles)
+    for derivative, (size, image_format) in zip(derivatives, [*SPEC_SIZES, (0, "")], strict=False):
+        blob = stack.derivatives.get_blob(derivative["path"])
+        assert blob is not None, derivative["path"]
+        data = blob.download_as_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (
+            derivative["bytes"],
+            derivative["sha256"],
+        )
+        assert sniff_image_format(data) == derivative["format"]
+        if derivative["role"] == "preview":
+            decoded = pyvips.Image.new_from_buffer(data, "", n=-1)
+            frames = decoded.get("n-pages")
+            assert frames == derivative["frames"] > 1
+            assert (decoded.width, decoded.get("page-height")) == (
+                derivative["width"],
+                derivative["height"],
+            )
+            assert max(decoded.width, decoded.get("page-height")) <= 320
+            continue
+        decoded = pyvips.Image.new_from_buffer(data, "")
+        assert (decoded.width, decoded.height) == (derivative["width"], derivative["height"])
+        assert derivative["format"] == image_format
+        source_size = sample.size or (1024, 256)  # the waveform's size
+        assert max(decoded.width, decoded.height) == min(size, max(source_size))  # no upscaling
+
+
+@pytest.mark.parametrize("order", ["file_then_done", "done_then_file"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_of_render_completes_with_its_derivatives(
+    stack: Stack, events: EventInbox, kind: str, order: str
+) -> None:
+    sample = KINDS[kind]
+    data = sample.make()
+    request_id, task_id = new_task(stack)
+    name = file_name_of(task_id, sample.file_name)
+    # The declared type is never trusted: every file is uploaded as a generic binary.
+    resource = upload(stack.renders, name, data, "application/octet-stream")
+
+    if order == "done_then_file":
+        srp_reports_done(stack, request_id, task_id, (name,))
+        assert record(stack, request_id).state == State.RENDERED
+    response = deliver(stack.function, resource)
+    assert response.status_code == 200, response.text
+    if order == "file_then_done":
+        assert record(stack, request_id).state == State.SUBMITTED
+        srp_reports_done(stack, request_id, task_id, (name,))
+    # Redeliveries of both signals change nothing.
+    assert deliver(stack.function, resource).status_code == 200
+    srp_reports_done(stack, request_id, task_id, (name,))
+
+    stored = record(stack, request_id)
+    assert stored.state == State.COMPLETED, stored.error
+    (described,) = stored.files
+    assert {k: described[k] for k in ("path", "kind", "format", "content_type", "bytes")} == {
+        "path": name,
+        "kind": sample.kind,
+        "format": sample.format,
+        "content_type": sample.content_type,
+        "bytes": len(data),
+    }
+    assert described["sha256"] == hashlib.sha256(data).hexdigest()
+    assert described["generation"] == int(resource["generation"])
+    for key, value in sample.details:
+        assert described[key] == value, key
+    if sample.kind in ("video", "audio"):
+        assert described["duration"] > 0.9
+    check_derivatives(stack, stored, sample, name)
+    assert stored.other_files == ([] if sample.roles else [described])
+    completed = [data for kind, data in events.of(request_id) if kind == "render.completed"]
+    assert len(completed) == 1
+    assert completed[0]["derivatives"] == stored.derivatives
+    assert completed[0]["files"] == stored.files
+    assert os.listdir(stack.function_tmp) == []
+
+
+def test_a_video_poster_skips_the_black_opening() -> None:
+    clip = media_samples.video("mp4", seconds=2.0, black_lead_seconds=1.0)
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as file:
+        file.write(clip)
+        file.flush()
+        sniffed = media.sniff_media(clip[:4096])
+        probed = media.probe(file.name, sniffed, max_seconds=60, max_pixels=10**7, timeout=60)
+        frame, at = media.poster_frame(file.name, sniffed, probed, timeout=60)
+
+    assert media.mean_luma(frame) >= media.POSTER_MIN_LUMA
+    # 10% (0.3 s) is still black; 25% (0.75 s) too; the poster comes from 50% (1.5 s).
+    assert at == pytest.approx(probed.duration * 0.5)
+
+
+def test_several_outputs_complete_only_when_every_one_is_done(
+    stack: Stack, events: EventInbox
+) -> None:
+    request_id, task_id = new_task(stack)
+    png_name, video_name = file_name_of(task_id, "render.png"), file_name_of(task_id, "render.mp4")
+    png = upload(stack.renders, png_name, rgba_png(200, 200))
+    clip = upload(stack.renders, video_name, media_samples.video("mp4", seconds=1.0), "video/mp4")
+
+    assert deliver(stack.function, png).status_code == 200
+    srp_reports_done(stack, request_id, task_id, (png_name, video_name))
+    assert record(stack, request_id).state == State.RENDERED
+    assert "render.completed" not in events.types(request_id)
+
+    assert deliver(stack.function, clip).status_code == 200
+
+    stored = record(stack, request_id)
+    assert stored.state == State.COMPLETED
+    assert [f["path"] for f in stored.files] == [video_name, png_name]
+    assert stored.render_path == png_name  # the first output file SRP listed
+    assert {(d["source"], d["role"]) for d in stored.derivatives} == {
+        (png_name, "thumbnail"),
+        (video_name, "poster"),
+        (video_name, "preview"),
+    }
+    assert events.types(request_id).count("render.completed") == 1
+    (completed,) = [data for kind, data in events.of(request_id) if kind == "render.completed"]
+    assert len(completed["derivatives"]) == 7  # 3 thumbnails, 3 posters, 1 preview
+
+
+def test_an_output_file_in_a_subfolder_completes_the_request(stack: Stack) -> None:
+    request_id, task_id = new_task(stack)
+    name = file_name_of(task_id, "frames/still.png")
+    resource = upload(stack.renders, name, rgba_png(64, 64))
+
+    assert deliver(stack.function, resource).status_code == 200
+    srp_reports_done(stack, request_id, task_id, (name,))
+
+    stored = record(stack, request_id)
+    assert stored.state == State.COMPLETED
+    folder = f"{derivative_folder(task_id)}frames%2Fstill.png/g{resource['generation']}/"
+    assert sorted(d["path"] for d in stored.derivatives) == sorted(
+        f"{folder}{leaf}" for leaf in ("128.webp", "64.png", "512.jpg")
+    )
+
+
+# ---- media that can never be post-processed ----------------------------------------------------
+
+
+def _truncated_mp4() -> bytes:
+    clip = media_samples.video("mp4", seconds=1.0)
+    return clip[: len(clip) // 3]
+
+
+def _corrupt_mp4() -> bytes:
+    clip = media_samples.video("mp4", seconds=1.0)
+    header_end = clip.index(b"mdat") + 4
+    return clip[:header_end] + bytes((i * 31 + 7) % 256 for i in range(len(clip) - header_end))
+
+
+BAD_MEDIA = {
+    "truncated_mp4": ("render.mp4", _truncated_mp4, "corrupt_media"),
+    "corrupt_mp4": ("render.mp4", _corrupt_mp4, "corrupt_media"),
+    "video_too_long": (
+        "render.mp4",
+        lambda: media_samples.video("mp4", width=64, height=64, seconds=MAX_MEDIA_SECONDS + 1),
+        "media_too_long",
+    ),
+    "video_too_many_pixels": (
+        "render.webm",
+        lambda: media_samples.video("webm", width=1920, height=1088, seconds=0.2),
+        "too_many_pixels",
+    ),
+    "corrupt_wav": ("render.wav", lambda: b"RIFF\x24\x00\x00\x00WAVE" + bytes(64), "corrupt_media"),
+    "sound_too_long": (
+        "render.flac",
+        lambda: media_samples.sound("flac", seconds=MAX_MEDIA_SECONDS + 1),
+        "media_too_long",
+    ),
+    "corrupt_gif": ("render.gif", lambda: _gif()[:80], "corrupt_image"),
+    "corrupt_glb": ("scene.glb", lambda: b"glTF\x02\x00\x00\x00\x40\x00\x00\x00", "corrupt_media"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MEDIA))
+def test_bad_media_fails_the_task_with_a_reason(
+    stack: Stack, events: EventInbox, case: str
+) -> None:
+    file_name, make_bytes, code = BAD_MEDIA[case]
+    request_id, task_id = new_task(stack)
+    name = file_name_of(task_id, file_name)
+    resource = upload(stack.renders, name, make_bytes(), "application/octet-stream")
+
+    response = deliver(stack.function, resource)
+
+    assert response.status_code == 200, response.text
+    failed = record(stack, request_id)
+    assert failed.state == State.FAILED
+    assert failed.error is not None and failed.error["code"] == code, failed.error
+    assert name in failed.error["message"]
+    assert object_generations(stack.derivatives, derivative_folder(task_id)) == {}
+    # A redelivery neither retries the work nor publishes again.
+    assert deliver(stack.function, resource).status_code == 200
+    assert events.types(request_id) == ["task.failed", "task.submitted"]
+    assert stack.function.is_running()
+    assert os.listdir(stack.function_tmp) == []  # cleaned on the failure path too
+
+
+def _playlist(url: str, secret_file: str) -> bytes:
+    return (
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        f"#EXTINF:1.0,\n{url}/segment.ts\n#EXTINF:1.0,\nfile://{secret_file}\n"
+        f"#EXTINF:1.0,\nconcat:{secret_file}\n#EXT-X-ENDLIST\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("disguise", ["named_mp4", "mp4_signature"])
+def test_a_crafted_file_that_references_a_url_or_a_file_opens_nothing(
+    stack: Stack, tmp_path: Any, disguise: str, request_listener: Any
+) -> None:
+    request_id, task_id = new_task(stack)
+    secret = tmp_path / "secret.ts"
+    secret.write_bytes(media_samples.video("mp4", seconds=0.5))
+    playlist = _playlist(request_listener.url, str(secret))
+    if disguise == "mp4_signature":
+        playlist = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + playlist
+    name = file_name_of(task_id, "render.mp4")
+    resource = upload(stack.renders, name, playlist, "video/mp4")
+
+    assert deliver(stack.function, resource).status_code == 200
+
+    stored = record(stack, request_id)
+    if disguise == "named_mp4":
+        # No magic number: described as an unknown file, never handed to ffmpeg.
+        assert stored.files[0]["kind"] == "other"
+        assert stored.files[0]["content_type"] == "application/octet-stream"
+        assert stored.derivatives == []
+    else:
+        # ffmpeg reads it as the MP4 it claims to be (never as a playlist) and fails.
+        assert stored.state == State.FAILED
+        assert stored.error is not None and stored.error["code"] == "corrupt_media"
+    assert request_listener.requests == []

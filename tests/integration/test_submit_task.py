@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -97,7 +98,7 @@ def test_republished_with_the_same_request_id_submits_nothing_new(pipeline, rend
         (
             {"collection_id": "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01", "input_data": {"x": 1}},
             "srp_validation",
-            "",
+            "no trait or colour named 'x'",
         ),
     ],
 )
@@ -114,6 +115,7 @@ def test_each_class_of_invalid_message_is_failed_and_acknowledged(
     record = pipeline.record(message_id)
     assert record.state == State.FAILED
     assert record.error is not None and record.error["code"] == code
+    assert reason, "an empty reason would match any message"
     assert reason.lower() in record.error["message"].lower()
     assert pipeline.events.wait_for(message_id, "task.failed") == ["task.failed"]
     submit_log = "\n".join(submit.output)
@@ -131,13 +133,10 @@ def test_an_invalid_message_never_touches_an_existing_record(pipeline, render_re
     assert pipeline.record(request["request_id"]).state != State.FAILED
 
 
-@pytest.mark.parametrize("fault", [{"error_5xx_rate": 1.0}, {"error_429_rate": 1.0}])
-def test_srp_5xx_and_429_are_retried_and_the_redelivery_makes_one_task(
-    pipeline, render_request, fault
-) -> None:
+def test_srp_429_is_retried_and_the_redelivery_makes_one_task(pipeline, render_request) -> None:
     submit = pipeline.function("submit_task")
     request = render_request()
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], **fault)
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], error_429_rate=1.0)
 
     assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
     assert pipeline.record(request["request_id"]).state == State.RECEIVED
@@ -147,7 +146,28 @@ def test_srp_5xx_and_429_are_retried_and_the_redelivery_makes_one_task(
 
     assert response.status_code == 200
     record = pipeline.record(request["request_id"])
-    assert record.task_id is not None
+    assert record.task_id is not None and record.unconfirmed_submissions == 0
+    assert len(pipeline.srp_tasks()) == 1
+
+
+def test_srp_5xx_is_retried_only_after_the_wait_for_a_task_it_may_have_created(
+    pipeline, render_request
+) -> None:
+    submit = pipeline.function("submit_task", AMBIGUOUS_SUBMIT_WAIT_SECONDS="1")
+    request = render_request()
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], error_5xx_rate=1.0)
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    pipeline.srp.control.set_faults()
+
+    # A 5xx may come after SRP created the task: within the wait nothing is posted again.
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    assert pipeline.srp_tasks() == []
+    assert pipeline.record(request["request_id"]).unconfirmed_submissions == 1
+    time.sleep(1.2)  # past AMBIGUOUS_SUBMIT_WAIT_SECONDS; no callback named a task
+    response = pipeline.deliver(submit, request, message_id=request["request_id"])
+
+    assert response.status_code == 200
+    assert pipeline.record(request["request_id"]).task_id is not None
     assert len(pipeline.srp_tasks()) == 1
 
 
@@ -282,3 +302,61 @@ def test_a_plain_pubsub_push_body_is_converted_and_submitted(pipeline, render_re
     record = pipeline.record(request["request_id"])
     assert record.task_id is not None
     assert srp_posts_for(pipeline, request["request_id"]) == 1
+
+
+@pytest.fixture
+def firestore_faults(firestore_emulator):
+    """The local Firestore's commit faults, cleared after the test."""
+    control = firestore_emulator.control
+    yield control
+    control.reset()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"create_then_error_rate": 1.0}, {"create_then_hang_rate": 1.0}],
+    ids=["create_then_error", "create_then_hang"],
+)
+def test_a_post_that_created_the_task_then_failed_is_never_posted_again(
+    pipeline, render_request, fault
+) -> None:
+    pipeline.function("ingest_webhook")
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    pipeline.srp.control.pause()  # SRP stays silent until resumed: no callback names the task
+    pipeline.srp.control.set_faults(http_fault_methods=["POST"], **fault)
+
+    # A 502/503/504 after SRP created the task, or the answer after the client's timeout.
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    pipeline.srp.control.set_faults()
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    assert len(pipeline.srp_tasks()) == 1  # the redelivery waited instead of posting
+    assert pipeline.record(request["request_id"]).unconfirmed_submissions == 1
+
+    pipeline.srp.control.release()
+    pipeline.srp.control.resume()
+    record = pipeline.wait_for_state(request["request_id"], "completed", "rendered")
+    (task,) = pipeline.srp_tasks()
+    assert record.task_id == task["id"] and record.duplicate_task_ids == []
+    assert record.unconfirmed_submissions == 0
+
+
+def test_a_lost_answer_to_the_write_after_the_post_never_posts_again(
+    pipeline, render_request, firestore_faults
+) -> None:
+    submit = pipeline.function("submit_task")
+    request = render_request()
+    # Commit 1 takes the lease; commit 2 records SRP's answer: applied, its answer lost.
+    firestore_faults.set_faults(
+        path_pattern=f"^{pipeline.tasks_collection}/{request['request_id']}$",
+        drop_answer_commits=[2],
+        drop_answer_code="UNAVAILABLE",
+    )
+
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
+    firestore_faults.reset()
+    assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 200
+
+    (task,) = pipeline.srp_tasks()
+    record = pipeline.record(request["request_id"])
+    assert record.task_id == task["id"] and record.unconfirmed_submissions == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
 import httpx
 import pytest
@@ -184,7 +183,7 @@ def test_an_early_done_callback_arrives_before_the_file_is_in_the_bucket(
     wait_until_blob_exists(renders_bucket.blob(done.body["output_files"][0]))
 
 
-def test_a_late_done_callback_comes_long_after_the_file_and_the_status(
+def test_a_late_done_callback_comes_only_after_the_file_and_the_status(
     srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver, renders_bucket: storage.Bucket
 ) -> None:
     def file_exists_now(callback: ReceivedCallback) -> bool | None:
@@ -193,15 +192,76 @@ def test_a_late_done_callback_comes_long_after_the_file_and_the_status(
         return renders_bucket.blob(callback.body["output_files"][0]).exists()
 
     callback_receiver.on_receive = file_exists_now
-    srp.control.set_faults(late_done_rate=1.0, late_done_delay=1.0)
+    # The delay is held until the test releases it (far longer than the test ever waits), so
+    # the order below is forced, not a matter of timing.
+    srp.control.set_faults(late_done_rate=1.0, late_done_delay=600)
     task_id = submit(srp, render_options={"callback_urls": callback_receiver.url}).json()["id"]
 
+    task = srp.control.wait_for_tasks(status="done")[0]
+    callback_receiver.wait_for(1, status="in_progress")
+    assert task["uploaded_at"] is not None
+    assert get_task(srp, task_id).json()["status"] == "done"
+    assert [c.body["status"] for c in callback_receiver.received] == ["in_progress"]
+
+    srp.control.release()
     done = callback_receiver.wait_for(1, status="done")[0]
 
     assert done.observed is True
-    # The payload is stamped when the status changed; delivery waited late_done_delay after it.
-    changed_at = datetime.fromisoformat(done.body["timestamp"].replace("Z", "+00:00"))
-    assert done.received_at - changed_at.timestamp() >= 1.0
     # The emulator logs a delivery once the receiver has answered: wait for the entry.
     logged = srp.control.wait_for_callbacks(task_id=task_id, status="done", timeout=10)
     assert logged[0]["fault"] == "late_done"
+
+
+@pytest.mark.parametrize("statuses", [[502], [503], [504]])
+def test_create_then_error_answers_5xx_although_the_task_exists_and_renders(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver, statuses: list[int]
+) -> None:
+    srp.control.set_faults(create_then_error_rate=1.0, create_then_error_statuses=statuses)
+
+    response = submit(srp, render_options={"callback_urls": callback_receiver.url})
+
+    assert response.status_code == statuses[0]
+    assert "id" not in response.json()
+    logged = srp.control.wait_for_requests(fault="create_then_error")[0]
+    assert logged["response_status"] == statuses[0]
+    tasks = srp.control.wait_for_tasks()
+    assert [task["task"]["id"] for task in tasks] == [logged["task_id"]]
+    done = callback_receiver.wait_for(1, status="done")[0]
+    assert done.body["task_id"] == logged["task_id"]
+    assert get_task(srp, logged["task_id"]).json()["status"] == "done"
+
+
+def test_create_then_hang_answers_after_the_client_gave_up_and_the_task_renders(
+    srp: SrpEmulatorProcess, callback_receiver: CallbackReceiver
+) -> None:
+    # Held until released: the client's timeout always comes first.
+    srp.control.set_faults(create_then_hang_rate=1.0, create_then_hang_seconds=600)
+
+    with pytest.raises(httpx.ReadTimeout):
+        submit(srp, render_options={"callback_urls": callback_receiver.url}, timeout=0.5)
+
+    logged = srp.control.wait_for_requests(fault="create_then_hang")[0]
+    assert logged["response_status"] == 201
+    done = callback_receiver.wait_for(1, status="done")[0]
+    assert done.body["task_id"] == logged["task_id"]
+    srp.control.release()  # the held handler answers a client that has gone
+
+
+def test_create_faults_hit_posts_only_and_follow_the_seed(srp: SrpEmulatorProcess) -> None:
+    # Renders draw their faults from the same RNG: with the queue held, only POSTs draw.
+    srp.control.pause()
+
+    def outcomes() -> list[int]:
+        srp.control.set_faults(
+            seed=5, create_then_error_rate=0.5, create_then_error_statuses=[502, 503, 504]
+        )
+        return [submit(srp).status_code for _ in range(12)]
+
+    first, second = outcomes(), outcomes()
+
+    assert first == second
+    assert 201 in first and any(status >= 502 for status in first)
+    # Every POST created its task, whatever it answered.
+    assert len(srp.control.tasks(count=24, wait=10)) == 24
+    task_id = srp.control.tasks()[0]["task"]["id"]
+    assert all(get_task(srp, task_id).status_code == 200 for _ in range(5))

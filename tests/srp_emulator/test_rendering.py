@@ -11,7 +11,12 @@ import pytest
 from google.cloud import storage
 from PIL import Image, ImageChops
 
-from local_stack.srp_emulator import SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT, SrpEmulatorProcess
+from local_stack.srp_emulator import (
+    MEDIA_SAMPLES,
+    SAMPLE_COLLECTION_UID,
+    SEED_EXAMPLE_INPUT,
+    SrpEmulatorProcess,
+)
 from local_stack.srp_emulator.collections import (
     SAMPLE_COLLECTIONS_FILE,
     Collection,
@@ -19,6 +24,7 @@ from local_stack.srp_emulator.collections import (
     load_collections,
 )
 from local_stack.srp_emulator.renderer import DEFAULT_RENDER_SIZE, layer_box, render_png
+from srp_bundle import media
 
 from srp_emulator_helpers import RENDER_SIZE, submit
 
@@ -123,8 +129,22 @@ def test_renders_served_by_the_emulator_are_identical_for_identical_input(
             },
             "unknown shape 'hexagon'",
         ),
+        (
+            {
+                "collections": [
+                    {
+                        "uid": "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01",
+                        "id": 1,
+                        "name": "x",
+                        "options": {"outputs": ["scene.blend"]},
+                        "layers": [{"trait": "bg", "values": {"a": "solid"}}],
+                    }
+                ]
+            },
+            "cannot render 'scene.blend'",
+        ),
     ],
-    ids=["empty", "bad-uid", "unknown-shape"],
+    ids=["empty", "bad-uid", "unknown-shape", "unknown-output"],
 )
 def test_a_malformed_collections_file_is_refused_with_the_reason(
     tmp_path: Path, document: dict[str, Any], words: str
@@ -134,3 +154,39 @@ def test_a_malformed_collections_file_is_refused_with_the_reason(
 
     with pytest.raises(CollectionConfigError, match=words):
         load_collections(path)
+
+
+@pytest.mark.parametrize(
+    ("sample", "kinds"),
+    [
+        ("video", {"render.mp4": ("video", "mp4"), "render.png": ("image", "png")}),
+        ("sound", {"render.wav": ("audio", "wav")}),
+        ("model", {"scene.glb": ("model", "glb")}),
+    ],
+)
+def test_media_collections_write_every_output_file(
+    srp: SrpEmulatorProcess,
+    renders_bucket: storage.Bucket,
+    tmp_path: Path,
+    sample: str,
+    kinds: dict[str, tuple[str, str]],
+) -> None:
+    collection_uid, input_data = MEDIA_SAMPLES[sample]
+    task_id = submit(srp, collection_id=collection_uid, input_data=input_data).json()["id"]
+    (task,) = [
+        t for t in srp.control.wait_for_tasks(status="done", count=1) if t["task"]["id"] == task_id
+    ]
+
+    names = {path.rsplit("/", 1)[-1]: path for path in task["output_files"]}
+    assert sorted(names) == sorted(kinds)
+    for name, (kind, file_format) in kinds.items():
+        data = renders_bucket.blob(names[name]).download_as_bytes()
+        sniffed = media.sniff_media(data[: media.HEAD_BYTES])
+        assert (sniffed.kind, sniffed.format) == (kind, file_format)
+        if kind in ("video", "audio"):
+            local = tmp_path / name
+            local.write_bytes(data)
+            probed = media.probe(str(local), sniffed, max_seconds=60, max_pixels=10**8, timeout=60)
+            assert probed.kind == kind and probed.duration >= 1.9
+        if kind == "video":
+            assert (probed.width, probed.height) == (RENDER_SIZE, RENDER_SIZE)

@@ -18,6 +18,7 @@ from terraform_hcl import (
 )
 
 from srp_bundle import settings
+from srp_bundle.task_state import TaskRecord
 
 FUNCTION_RESOURCE = ("google_cloudfunctions2_function", "main")
 FUNCTION_ADDRESS = "google_cloudfunctions2_function.main"
@@ -403,7 +404,7 @@ def test_scaling_is_a_variable_for_every_function(bundle_module: TerraformConfig
     )
 
 
-def test_firestore_index_and_event_log_ttl(bundle_module: TerraformConfig) -> None:
+def test_firestore_index_and_no_ttl_policy_nothing_writes(bundle_module: TerraformConfig) -> None:
     (index,) = bundle_module.resources_of_type("google_firestore_index").values()
     assert index["collection"] == "${var.tasks_collection}"
     assert [(field["field_path"], field["order"]) for field in index["fields"]] == [
@@ -413,10 +414,17 @@ def test_firestore_index_and_event_log_ttl(bundle_module: TerraformConfig) -> No
     assert (
         bundle_module.variables["tasks_collection"]["default"] == settings.DEFAULT_TASKS_COLLECTION
     )
-    ttl = bundle_module.resource("google_firestore_field", "event_log_ttl")
-    assert (ttl["collection"], ttl["field"]) == ("events", "expire_at")
-    assert ttl["count"] == "${var.event_log_ttl_enabled ? 1 : 0}"
-    assert "ttl_config" in ttl
+    # A TTL policy keys on a field the code writes, or there is none (issue 14, hole 10).
+    fields = bundle_module.resources_of_type("google_firestore_field").values()
+    assert not [field for field in fields if "ttl_config" in field]
+
+
+def test_input_data_text_has_no_single_field_index(bundle_module: TerraformConfig) -> None:
+    exemption = bundle_module.resource("google_firestore_field", "input_data_unindexed")
+    assert exemption["collection"] == "${var.tasks_collection}"
+    assert exemption["field"] == "input_data_json"
+    assert "input_data_json" in TaskRecord.__dataclass_fields__
+    assert exemption["index_config"] in ([{}], {}, [])  # empty: no index at all
 
 
 def test_alerts_reach_the_notification_channels(bundle_module: TerraformConfig) -> None:

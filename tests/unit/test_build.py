@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tomllib
@@ -36,9 +37,34 @@ def test_every_function_zip_holds_its_handler_the_package_and_requirements(tmp_p
 
 
 def test_zips_are_reproducible_so_their_hash_changes_only_with_the_code(tmp_path: Path) -> None:
+    sources = [
+        *(build.REPO_ROOT / "functions" / "submit_task").rglob("*"),
+        *build.PACKAGE_DIR.rglob("*"),
+    ]
+    times = {path: (path.stat().st_atime_ns, path.stat().st_mtime_ns) for path in sources}
     first = build.sha256_of(build.assemble("submit_task", tmp_path / "a"))
-    second = build.sha256_of(build.assemble("submit_task", tmp_path / "b"))
+    try:
+        # As a fresh checkout or an edit-and-revert leaves them: every file looks newer.
+        for path, (atime, mtime) in times.items():
+            os.utime(path, ns=(atime, mtime + 86_400 * 10**9))
+        second = build.sha256_of(build.assemble("submit_task", tmp_path / "b"))
+    finally:
+        for path, recorded in times.items():
+            os.utime(path, ns=recorded)
     assert first == second
+
+
+def test_a_change_of_code_changes_the_zip_hash(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(build.REPO_ROOT / "functions" / "submit_task", root / "functions/submit_task")
+    shutil.copy(build.REPO_ROOT / "pyproject.toml", root / "pyproject.toml")
+    first = build.sha256_of(build.assemble("submit_task", tmp_path / "a", root))
+    handler = root / "functions/submit_task/main.py"
+    handler.write_text(handler.read_text() + "\n# changed\n")
+
+    second = build.sha256_of(build.assemble("submit_task", tmp_path / "b", root))
+
+    assert first != second
 
 
 def test_requirements_come_from_pyproject(tmp_path: Path) -> None:

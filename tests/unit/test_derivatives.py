@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from srp_bundle.derivatives import make_derivatives, read_png_dimensions, sniff_image_format
+from srp_bundle.derivatives import (
+    make_animated_preview,
+    make_derivatives,
+    read_png_dimensions,
+    sniff_image_format,
+)
 from srp_bundle.errors import (
     BundleError,
     CorruptImageError,
@@ -166,25 +171,87 @@ def test_parallel_and_sequential_encoding_give_identical_bytes() -> None:
 
 @pytest.mark.parametrize(
     "not_png",
-    [
-        b"",
-        b"hello, this is text and not an image at all",
-        b"\xff\xd8\xff\xe0" + b"\x00" * 100,  # a JPEG signature
-        b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 50,
-    ],
+    [b"", b"hello, this is text and not an image at all", b"<svg></svg>"],
 )
-def test_anything_but_png_is_rejected_by_its_magic_bytes(not_png: bytes) -> None:
+def test_anything_but_a_known_image_is_rejected_by_its_magic_bytes(not_png: bytes) -> None:
     with pytest.raises(NotPngError) as raised:
         make_derivatives(not_png, DEFAULT_SPECS)
 
     assert raised.value.code == "not_png"
 
 
-def test_a_real_jpeg_declared_as_png_is_rejected() -> None:
-    jpeg = bytes(pyvips.Image.black(32, 32).jpegsave_buffer())
+@pytest.mark.parametrize(
+    "fake",
+    [
+        b"\xff\xd8\xff\xe0" + b"\x00" * 100,  # a JPEG signature, nothing behind it
+        b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 50,
+        b"GIF89a" + b"\x00" * 50,
+    ],
+)
+def test_a_signature_with_garbage_behind_it_is_corrupt(fake: bytes) -> None:
+    with pytest.raises(CorruptImageError):
+        make_derivatives(fake, DEFAULT_SPECS)
 
-    with pytest.raises(NotPngError):
-        make_derivatives(jpeg, DEFAULT_SPECS)
+
+@pytest.mark.parametrize("image_format", ["jpeg", "webp", "gif", "avif"])
+def test_other_image_formats_become_the_same_derivatives(image_format: str) -> None:
+    source = pyvips.Image.black(300, 200).new_from_image([40, 120, 200])
+    data = bytes(source.cast("uchar").write_to_buffer(f".{image_format}"))
+
+    result = make_derivatives(data, DEFAULT_SPECS)
+
+    assert (result.source.format, result.source.width, result.source.height) == (
+        image_format,
+        300,
+        200,
+    )
+    sizes = [(d.info.width, d.info.height, d.info.format) for d in result.derivatives]
+    assert sizes == [(300, 200, "webp"), (256, 171, "webp"), (300, 200, "png")]
+
+
+def test_a_jpeg_over_the_pixel_limit_is_refused_before_decoding() -> None:
+    data = bytes((pyvips.Image.black(400, 300) + 1).cast("uchar").jpegsave_buffer())
+
+    with pytest.raises(TooManyPixelsError):
+        make_derivatives(data, DEFAULT_SPECS, max_pixels=400 * 300 - 1)
+
+
+def animated_gif(frames: int, width: int = 96, height: int = 64) -> bytes:
+    """An animated GIF whose frames differ in colour."""
+    pages = [
+        pyvips.Image.black(width, height).new_from_image([i * 40 % 256, 80, 160])
+        for i in range(frames)
+    ]
+    strip = pyvips.Image.arrayjoin([page.cast("uchar") for page in pages], across=1)
+    strip = strip.copy()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", height)
+    strip.set_type(pyvips.GValue.array_int_type, "delay", [100] * frames)
+    return bytes(strip.gifsave_buffer())
+
+
+@pytest.mark.parametrize("container", ["gif", "webp"])
+def test_an_animation_gives_its_first_frame_and_a_looping_preview(container: str) -> None:
+    animation = animated_gif(5, 640, 480)
+    if container == "webp":
+        strip = pyvips.Image.new_from_buffer(animation, "", n=-1)
+        animation = bytes(strip.webpsave_buffer())
+
+    stills = make_derivatives(animation, DEFAULT_SPECS)
+    preview = make_animated_preview(animation)
+
+    assert (stills.source.width, stills.source.height) == (640, 480)
+    assert preview is not None
+    assert preview.role == "preview"
+    decoded = pyvips.Image.new_from_buffer(preview.data, "", n=-1)
+    assert decoded.get("n-pages") == 5 == preview.info.frames
+    assert (decoded.width, decoded.get("page-height")) == (320, 240)
+    assert (preview.info.width, preview.info.height) == (320, 240)
+    assert sniff_image_format(preview.data) == "webp"
+
+
+def test_a_still_image_has_no_preview() -> None:
+    assert make_animated_preview(animated_gif(1)) is None
+    assert make_animated_preview(rgba_png(64, 64)) is None
 
 
 @pytest.mark.parametrize("keep_fraction", [0.02, 0.5, 0.97])
@@ -261,7 +328,7 @@ def test_rejections_are_permanent_bundle_errors() -> None:
         (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "avif"),
         (b"\x00\x00\x00\x20ftypmif1\x00\x00\x00\x00mif1avifmiaf\x00\x00\x00\x00", "avif"),
         (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom", None),
-        (b"GIF89a", None),
+        (b"GIF89a", "gif"),
         (b"", None),
     ],
 )

@@ -6,6 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from srp_bundle.task_state import (
+    MAX_LIST_ENTRIES,
+    DeadLettered,
     DerivativesReady,
     SrpStatusReported,
     State,
@@ -16,10 +18,22 @@ from srp_bundle.task_state import (
 )
 
 TASK = "7f6c1c52-0d36-4a7f-9d1e-1a2b3c4d5e6f"
+RENDER = f"render/demo/{TASK}/render.png"
+VIDEO = f"render/demo/{TASK}/render.mp4"
 DERIVATIVES = DerivativesReady(
-    render_path=f"render/demo/{TASK}/render.png",
+    render_path=RENDER,
     generation=1,
-    derivatives=({"path": "d/512.webp", "width": 512, "height": 512},),
+    derivatives=({"path": "d/512.webp", "width": 512, "height": 512, "source": RENDER},),
+    file={"kind": "image", "format": "png"},
+)
+VIDEO_READY = DerivativesReady(
+    render_path=VIDEO,
+    generation=5,
+    derivatives=(
+        {"path": "d/v/poster-512.webp", "source": VIDEO, "role": "poster"},
+        {"path": "d/v/preview-320.webp", "source": VIDEO, "role": "preview"},
+    ),
+    file={"kind": "video", "format": "mp4", "duration": 2.0},
 )
 
 
@@ -118,9 +132,9 @@ def test_a_callback_attaches_the_task_when_the_post_answer_was_lost() -> None:
 
 def test_a_newer_generation_replaces_derivatives_without_a_second_completion() -> None:
     record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done"), DERIVATIVES])
-    newer = DerivativesReady(DERIVATIVES.render_path, 2, ({"path": "d/g2/512.webp"},))
+    newer = DerivativesReady(RENDER, 2, ({"path": "d/g2/512.webp", "source": RENDER},))
     transition = advance(record, newer)
-    assert transition.record.derivatives == [{"path": "d/g2/512.webp"}]
+    assert transition.record.derivatives == [{"path": "d/g2/512.webp", "source": RENDER}]
     assert transition.events == []
     assert not advance(transition.record, DERIVATIVES).changed  # older generation: ignored
 
@@ -181,8 +195,116 @@ def test_unconfirmed_submissions_are_settled_by_the_task_srp_names() -> None:
     assert (record.duplicate_task_ids, record.unconfirmed_submissions) == ([other], 0)
 
 
-def test_a_task_named_by_our_post_answer_leaves_lost_posts_unconfirmed() -> None:
+def test_a_task_named_by_our_post_answer_settles_that_post_only() -> None:
     record = _record()
-    record.unconfirmed_submissions = 1
+    record.unconfirmed_submissions = 2  # an earlier lost POST, and this one's intent
     record = advance(record, TaskSubmitted(TASK, "new")).record
     assert record.unconfirmed_submissions == 1
+
+
+def test_several_outputs_complete_only_when_every_one_is_handled() -> None:
+    done = SrpStatusReported(TASK, "done", (RENDER, VIDEO))
+    for order in ([DERIVATIVES, done, VIDEO_READY], [done, VIDEO_READY, DERIVATIVES]):
+        record, events = _run([TaskSubmitted(TASK), *order[:2]])
+        assert record.state == State.RENDERED
+        assert "render.completed" not in events
+
+        record, events = _run([TaskSubmitted(TASK), *order])
+
+        assert record.state == State.COMPLETED
+        assert events.count("render.completed") == 1
+        assert [f["path"] for f in record.files] == [VIDEO, RENDER]  # sorted by path
+        assert {(d["source"], d.get("role")) for d in record.derivatives} == {
+            (RENDER, None),
+            (VIDEO, "poster"),
+            (VIDEO, "preview"),
+        }
+        assert record.render_path == RENDER
+
+
+def test_render_completed_carries_every_derivative_and_file() -> None:
+    record = _run([TaskSubmitted(TASK), VIDEO_READY, DERIVATIVES])[0]
+    transition = advance(record, SrpStatusReported(TASK, "done", (RENDER, VIDEO)))
+
+    (completed,) = [e for e in transition.events if e["type"] == "render.completed"]
+    assert [d["path"] for d in completed["data"]["derivatives"]] == [
+        "d/v/poster-512.webp",
+        "d/v/preview-320.webp",
+        "d/512.webp",
+    ]
+    assert [f["path"] for f in completed["data"]["files"]] == [VIDEO, RENDER]
+
+
+def test_a_file_outside_output_files_is_recorded_but_not_awaited() -> None:
+    record = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done", (VIDEO,)), VIDEO_READY])[0]
+    assert record.state == State.COMPLETED
+    assert record.render_path == VIDEO
+
+    record = advance(record, DERIVATIVES).record  # a late extra file: recorded, no new event
+    assert [f["path"] for f in record.files] == [VIDEO, RENDER]  # sorted by path
+
+
+def test_a_model_is_described_without_derivatives() -> None:
+    model = f"render/demo/{TASK}/scene.glb"
+    described = DerivativesReady(model, 3, (), {"kind": "model", "format": "glb", "meshes": 2})
+    record = _run([TaskSubmitted(TASK), described, SrpStatusReported(TASK, "done", (model,))])[0]
+    assert record.state == State.COMPLETED
+    assert record.other_files == [
+        {"kind": "model", "format": "glb", "meshes": 2, "path": model, "generation": 3}
+    ]
+    assert record.derivatives == []
+
+
+def test_a_done_callback_after_reconcile_brings_the_file_list() -> None:
+    record, events = _run(
+        [
+            TaskSubmitted(TASK),
+            SrpStatusReported(TASK, "done", (), source="reconcile"),
+            SrpStatusReported(TASK, "done", (RENDER, VIDEO)),
+            DERIVATIVES,
+        ]
+    )
+    assert record.output_files == [RENDER, VIDEO]
+    assert record.state == State.RENDERED  # the video is still missing
+    assert "render.completed" not in events
+
+    record = advance(record, VIDEO_READY).record
+    assert record.state == State.COMPLETED
+
+
+def test_a_dead_letter_fails_only_a_request_srp_has_no_task_for() -> None:
+    stuck = _record()
+    stuck.last_error = {"code": "srp_server", "message": "SRP answered 503"}
+    failed = advance(stuck, DeadLettered("5", "projects/p/subscriptions/s")).record
+    assert failed.state == State.FAILED and failed.error is not None
+    assert failed.error["code"] == "dead_lettered"
+    assert "5 delivery attempts" in failed.error["message"]
+    assert "SRP answered 503" in failed.error["message"]
+
+    attached = advance(_record(), TaskSubmitted(TASK, "new")).record
+    transition = advance(attached, DeadLettered("5", "s"))
+    assert not transition.changed and transition.record.state == State.SUBMITTED
+
+
+def test_event_ids_are_fixed_length_digests_whatever_srp_says() -> None:
+    record = advance(_record(), TaskSubmitted(TASK, "new")).record
+    events = advance(record, SrpStatusReported(TASK, "in_progress")).events
+    other = advance(record, SrpStatusReported(TASK, "running")).events
+    ids = [e["event_id"] for e in events + other]
+    assert all(len(event_id) == 32 for event_id in ids)
+    assert len(set(ids)) == len(ids)  # different transitions, different ids
+    again = advance(record, SrpStatusReported(TASK, "in_progress")).events
+    assert [e["event_id"] for e in again] == [e["event_id"] for e in events]  # deterministic
+    failed = advance(record, SrpStatusReported(TASK, "failed" + " " * 3000)).events
+    assert failed and all(len(e["event_id"]) == 32 for e in failed)
+
+
+def test_duplicate_task_ids_are_capped_and_the_rest_counted() -> None:
+    record = advance(_record(), TaskSubmitted(TASK, "new")).record
+    for number in range(MAX_LIST_ENTRIES + 5):
+        other = f"00000000-0000-4000-8000-{number:012d}"
+        record = advance(record, SrpStatusReported(other, "in_progress")).record
+
+    assert len(record.duplicate_task_ids) == MAX_LIST_ENTRIES
+    assert record.duplicate_task_ids_dropped == 5
+    assert record.task_id == TASK

@@ -192,7 +192,9 @@ def _skip_reason(
         return "of other collections"
     if args.batch and (record.metadata or {}).get("batch") != args.batch:
         return "of other batches"
-    if record.derivatives:
+    if any(file.get("path") == render.name for file in record.files) or (
+        record.derivatives and not record.files  # a record from before per-file results
+    ):
         return "with derivatives"
     if record.state == State.FAILED:
         return "of failed records"

@@ -1,7 +1,10 @@
 """`export`: a manifest of completed renders, and an HTML contact sheet of their thumbnails.
 
-The contact sheet is self-contained: thumbnails are downloaded into `<name>_files/` next
-to the HTML and referenced relatively, so the page opens offline and can be zipped.
+The contact sheet is self-contained: stills (thumbnail, poster or waveform) and looping
+previews are downloaded into `<name>_files/` next to the HTML and referenced relatively,
+so the page opens offline and can be zipped. A preview is an animated WebP: it plays in
+any browser's `<img>`, no script needed. Renders with no picture at all (a 3D model, an
+archive) get a card describing their files.
 """
 
 from __future__ import annotations
@@ -164,36 +167,75 @@ def _hash_renders(renders_bucket: Any, records: list[TaskRecord]) -> dict[str, s
     return hashes
 
 
+_STILL_ROLES = ("poster", "thumbnail", "waveform")
+
+
 def thumbnail(record: TaskRecord) -> dict[str, Any] | None:
-    """The smallest derivative a browser can show, or None."""
-    candidates = [d for d in record.derivatives if d.get("format") in _BROWSER_FORMATS]
-    return min(candidates, key=lambda d: int(d.get("width") or 0), default=None)
+    """The smallest still a browser can show (a poster first, then a thumbnail), or None."""
+    for role in _STILL_ROLES:
+        candidates = [
+            d
+            for d in record.derivatives
+            if d.get("format") in _BROWSER_FORMATS and d.get("role", "thumbnail") == role
+        ]
+        if candidates:
+            return min(candidates, key=lambda d: int(d.get("width") or 0))
+    return None
+
+
+def preview(record: TaskRecord) -> dict[str, Any] | None:
+    """The render's looping preview (an animated WebP), or None."""
+    return next((d for d in record.derivatives if d.get("role") == "preview"), None)
 
 
 def write_contact_sheet(path: Path, records: list[TaskRecord], derivatives_bucket: Any) -> int:
-    """Write the page and its thumbnails; return how many records have no thumbnail."""
+    """Write the page, its stills and previews; return how many pictured records lack a still."""
     folder = path.with_name(f"{path.stem}_files")
     folder.mkdir(parents=True, exist_ok=True)
     figures = []
     missing = 0
     progress = Progress("thumbnails", len(records))
+
+    def fetch(derivative: dict[str, Any], name: str) -> str:
+        extension = Path(derivative["path"]).suffix or ".img"
+        local = folder / f"{name}{extension}"
+        blob = derivatives_bucket.blob(derivative["path"])
+        guarded("the derivatives bucket", functools.partial(blob.download_to_filename, str(local)))
+        return quote(f"{folder.name}/{local.name}")
+
     for record in records:
-        chosen = thumbnail(record)
         progress.advance()
-        if chosen is None:
+        kinds = sorted({str(f.get("kind")) for f in record.files}) or ["image"]
+        caption = [record.request_id, f"task {record.task_id}", " + ".join(kinds)]
+        caption += [f"{k}: {v}" for k, v in sorted((record.metadata or {}).items())]
+        still, moving = thumbnail(record), preview(record)
+        pictures = []
+        if still is not None:
+            source = fetch(still, record.request_id)
+            pictures.append(
+                f'<a href="{source}"><img class="still" src="{source}" loading="lazy" '
+                f'width="{int(still.get("width") or 0)}" '
+                f'height="{int(still.get("height") or 0)}" '
+                f'alt="{html.escape(record.request_id)}"></a>'
+            )
+        elif any(f.get("kind") in ("image", "video", "audio") for f in record.files) or (
+            not record.files
+        ):
             missing += 1
             continue
-        extension = Path(chosen["path"]).suffix or ".img"
-        local = folder / f"{record.request_id}{extension}"
-        blob = derivatives_bucket.blob(chosen["path"])
-        guarded("the derivatives bucket", functools.partial(blob.download_to_filename, str(local)))
-        source = quote(f"{folder.name}/{local.name}")
-        caption = [record.request_id, f"task {record.task_id}"]
-        caption += [f"{k}: {v}" for k, v in sorted((record.metadata or {}).items())]
+        if moving is not None:
+            source = fetch(moving, f"{record.request_id}-preview")
+            pictures.append(
+                f'<img class="preview" src="{source}" loading="lazy" '
+                f'width="{int(moving.get("width") or 0)}" '
+                f'height="{int(moving.get("height") or 0)}" '
+                f'alt="preview of {html.escape(record.request_id)}">'
+            )
+        if not pictures:
+            pictures.append(f'<div class="card">{_describe_files(record)}</div>')
         figures.append(
-            f'<figure><a href="{source}"><img src="{source}" loading="lazy" '
-            f'width="{int(chosen.get("width") or 0)}" height="{int(chosen.get("height") or 0)}" '
-            f'alt="{html.escape(record.request_id)}"></a>'
+            f'<figure data-request="{html.escape(record.request_id)}" '
+            f'data-kinds="{html.escape(" ".join(kinds))}">{"".join(pictures)}'
             f"<figcaption>{'<br>'.join(html.escape(str(line)) for line in caption)}"
             "</figcaption></figure>"
         )
@@ -201,6 +243,19 @@ def write_contact_sheet(path: Path, records: list[TaskRecord], derivatives_bucke
     title = f"Contact sheet: {len(figures)} renders"
     path.write_text(_PAGE.format(title=html.escape(title), figures="\n".join(figures)))
     return missing
+
+
+def _describe_files(record: TaskRecord) -> str:
+    """One line per file: name, kind and what its description counts (meshes, ...)."""
+    lines = []
+    for file in record.files:
+        name = str(file.get("path", "")).rsplit("/", 1)[-1]
+        counts = ", ".join(
+            f"{file[key]} {key}" for key in ("meshes", "nodes", "materials") if key in file
+        )
+        details = f"{file.get('format')}" + (f": {counts}" if counts else "")
+        lines.append(f"{html.escape(name)} ({html.escape(details)})")
+    return "<br>".join(lines)
 
 
 _PAGE = """<!doctype html>
@@ -213,6 +268,8 @@ body {{ font-family: system-ui, sans-serif; margin: 1rem; background: #fafafa; }
 main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 1rem; }}
 figure {{ margin: 0; padding: .5rem; background: #fff; border: 1px solid #ddd; }}
 img {{ width: 100%; height: auto; display: block; image-rendering: auto; }}
+img.preview {{ margin-top: .25rem; }}
+.card {{ font-size: .8rem; padding: 1rem .5rem; background: #eef; min-height: 4rem; }}
 figcaption {{ font-size: .75rem; word-break: break-all; margin-top: .25rem; }}
 </style>
 </head>

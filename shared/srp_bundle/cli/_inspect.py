@@ -180,10 +180,10 @@ def run_show(args: argparse.Namespace) -> int:
         return 1
     events = store.event_log(args.request_id)
     if args.json:
-        document = {"record": record.to_document(), "events": events}
+        document = {"record": _shown(record), "events": events}
         print(json.dumps(document, indent=2, sort_keys=True, default=json_default))
         return 0
-    document = record.to_document()
+    document = _shown(record)
     width = max(len(name) for name in document)
     for name, value in document.items():
         if value in (None, [], {}, "") and name not in ("task_id", "error"):
@@ -194,6 +194,17 @@ def run_show(args: argparse.Namespace) -> int:
         rest = {k: v for k, v in entry.items() if k not in ("at", "kind")}
         print(f"  {_readable(entry.get('at'))}  {entry.get('kind', '?'):<12} {_readable(rest)}")
     return 0
+
+
+def _shown(record: TaskRecord) -> dict[str, Any]:
+    """The record's document, with input_data as the object it is (stored as its text)."""
+    document = record.to_document()
+    text = document.pop("input_data_json")
+    try:
+        document["input_data"] = json.loads(text)
+    except ValueError:
+        document["input_data"] = text
+    return document
 
 
 def json_default(value: Any) -> Any:

@@ -9,7 +9,6 @@ still active or completed is not retried again.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from srp_bundle.cli._backend import RENDER_REQUESTS_TOPIC, Backend, UsageError, 
 from srp_bundle.cli._submit import Row, positive_float, publish_rows
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.render_requests import parse_render_request
+from srp_bundle.srp_models import RawJson, encode_json
 from srp_bundle.task_state import State, TaskRecord
 from srp_bundle.task_store import TaskStore
 
@@ -137,7 +137,7 @@ def plan_retries(
         request_id = f"{original_id}-retry{number}"
         body: dict[str, Any] = {
             "collection_id": original.collection_id,
-            "input_data": original.input_data,
+            "input_data": RawJson(original.input_data_json),  # byte for byte, as first sent
             "request_id": request_id,
             "retry_of": original_id,
             "metadata": original.metadata,
@@ -147,7 +147,7 @@ def plan_retries(
         if original.callback_urls:
             body["callback_urls"] = original.callback_urls
         try:
-            parse_render_request(json.dumps(body).encode(), message_id=request_id)
+            parse_render_request(encode_json(body), message_id=request_id)
         except InvalidMessageError as error:
             problems.append(f"{record.request_id}: cannot be retried: {error}")
             continue

@@ -28,6 +28,7 @@ from srp_bundle.cli._backend import (
 from srp_bundle.cli._console import Progress, RateLimiter
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.render_requests import parse_render_request
+from srp_bundle.srp_models import encode_json
 
 PUBLISH_TIMEOUT_SECONDS = 60.0
 _MAX_REPORTED_ERRORS = 20
@@ -163,7 +164,7 @@ def publish_rows(
 
     for row in rows:
         limiter.wait()
-        data = json.dumps(row.body, separators=(",", ":")).encode()
+        data = encode_json(row.body)
         pending.append((row, publisher.publish(topic_path, data, request_id=row.request_id)))
         if len(pending) >= _IN_FLIGHT:
             settle(*pending.popleft())

@@ -14,6 +14,5 @@ module "srp_bundle" {
   function_scaling               = var.function_scaling
   accept_previous_webhook_secret = var.accept_previous_webhook_secret
   secret_versions                = var.secret_versions
-  event_log_ttl_enabled          = var.event_log_ttl_enabled
   notification_channels          = var.notification_channels
 }

@@ -61,12 +61,6 @@ variable "secret_versions" {
   default     = {}
 }
 
-variable "event_log_ttl_enabled" {
-  type        = bool
-  description = "Delete event log entries once their expire_at has passed."
-  default     = false
-}
-
 variable "notification_channels" {
   type        = list(string)
   description = "Monitoring notification channel ids that receive the alerts."

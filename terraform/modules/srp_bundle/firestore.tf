@@ -26,19 +26,28 @@ resource "google_firestore_index" "tasks_by_state_and_update" {
   }
 }
 
-# Applies to every `events` subcollection (the task event logs): entries are deleted once
-# their `expire_at` has passed; entries without it are kept.
-resource "google_firestore_field" "event_log_ttl" {
-  count = var.event_log_ttl_enabled ? 1 : 0
+# No TTL policy on the event logs: they are the audit trail of every request and are
+# bounded instead (at most 200 entries per record, the rest counted; decision 0007).
 
+# input_data is kept as its JSON text (up to 64 KiB): never queried, and an indexed string
+# longer than 1,500 bytes is not what an index is for. No single-field index on it.
+resource "google_firestore_field" "input_data_unindexed" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = var.tasks_collection
+  field      = "input_data_json"
+
+  index_config {}
+}
+
+# Each `events` subcollection (the task event logs) keeps callback bodies verbatim (up to
+# 64 KiB): never queried, so no single-field index under `payload`.
+resource "google_firestore_field" "event_log_payload_unindexed" {
   project    = var.project_id
   database   = google_firestore_database.main.name
   collection = "events"
-  field      = "expire_at"
+  field      = "payload"
 
-  ttl_config {}
-
-  # No single-field index on a TTL timestamp: it is never queried and would hotspot.
   index_config {}
 }
 

@@ -178,17 +178,20 @@ resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
 
 # --- Buckets -------------------------------------------------------------------------------
 
+# reconcile_tasks post-processes again the files whose storage events were lost.
 resource "google_storage_bucket_iam_member" "postprocess_reads_renders" {
-  bucket = google_storage_bucket.renders.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.function["postprocess_render"].member
+  for_each = toset(["postprocess_render", "reconcile_tasks"])
+  bucket   = google_storage_bucket.renders.name
+  role     = "roles/storage.objectViewer"
+  member   = google_service_account.function[each.key].member
 }
 
 # objectUser rather than objectCreator: a retried run overwrites the derivatives it made.
 resource "google_storage_bucket_iam_member" "postprocess_writes_derivatives" {
-  bucket = google_storage_bucket.derivatives.name
-  role   = "roles/storage.objectUser"
-  member = google_service_account.function["postprocess_render"].member
+  for_each = toset(["postprocess_render", "reconcile_tasks"])
+  bucket   = google_storage_bucket.derivatives.name
+  role     = "roles/storage.objectUser"
+  member   = google_service_account.function[each.key].member
 }
 
 resource "google_storage_bucket_iam_member" "srp_writes_renders" {

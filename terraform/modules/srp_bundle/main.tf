@@ -1,4 +1,5 @@
 locals {
+
   name_prefix     = "srp-${var.environment}"
   bucket_location = coalesce(var.bucket_location, var.region)
   labels          = merge(var.labels, { app = "srp-bundle", environment = var.environment })
@@ -49,16 +50,18 @@ locals {
     }
 
     postprocess_render = {
-      description = "Makes derivatives and metadata for every render.png SRP writes to the renders bucket."
+      description = "Makes derivatives and metadata for every file SRP writes to a task's folder (image, video, audio, 3D)."
       environment = {
-        GOOGLE_CLOUD_PROJECT = var.project_id
-        TASKS_COLLECTION     = var.tasks_collection
-        EVENTS_TOPIC         = google_pubsub_topic.render_events.name
-        RENDERS_BUCKET       = google_storage_bucket.renders.name
-        DERIVATIVES_BUCKET   = google_storage_bucket.derivatives.name
-        DERIVATIVE_SPECS     = var.derivative_specs
-        MAX_SOURCE_PIXELS    = tostring(var.task_tuning.max_source_pixels)
-        MAX_SOURCE_BYTES     = tostring(var.task_tuning.max_source_bytes)
+        GOOGLE_CLOUD_PROJECT  = var.project_id
+        TASKS_COLLECTION      = var.tasks_collection
+        EVENTS_TOPIC          = google_pubsub_topic.render_events.name
+        RENDERS_BUCKET        = google_storage_bucket.renders.name
+        DERIVATIVES_BUCKET    = google_storage_bucket.derivatives.name
+        DERIVATIVE_SPECS      = var.derivative_specs
+        MAX_SOURCE_PIXELS     = tostring(var.task_tuning.max_source_pixels)
+        MAX_SOURCE_BYTES      = tostring(var.task_tuning.max_source_bytes)
+        MAX_MEDIA_SECONDS     = tostring(var.task_tuning.max_media_seconds)
+        MEDIA_TIMEOUT_SECONDS = tostring(var.task_tuning.media_timeout_seconds)
       }
       secret_environment = []
       ingress_settings   = "ALLOW_INTERNAL_ONLY"
@@ -73,7 +76,7 @@ locals {
     }
 
     reconcile_tasks = {
-      description = "Polls SRP for tasks that have had no news for too long (lost callbacks)."
+      description = "Polls SRP for tasks with no news (lost callbacks); re-drives post-processing past its deadline."
       environment = {
         GOOGLE_CLOUD_PROJECT = var.project_id
         TASKS_COLLECTION     = var.tasks_collection
@@ -86,6 +89,15 @@ locals {
         # Re-driving a record stuck before submission follows submit_task's rules.
         MAX_REQUEST_AGE_SECONDS       = tostring(var.task_tuning.max_request_age_seconds)
         AMBIGUOUS_SUBMIT_WAIT_SECONDS = tostring(var.task_tuning.ambiguous_submit_wait_seconds)
+        # and post-processing, re-driven past the deadline, follows postprocess_render's.
+        RENDERED_DEADLINE_SECONDS = tostring(var.task_tuning.rendered_deadline_seconds)
+        RENDERS_BUCKET            = google_storage_bucket.renders.name
+        DERIVATIVES_BUCKET        = google_storage_bucket.derivatives.name
+        DERIVATIVE_SPECS          = var.derivative_specs
+        MAX_SOURCE_PIXELS         = tostring(var.task_tuning.max_source_pixels)
+        MAX_SOURCE_BYTES          = tostring(var.task_tuning.max_source_bytes)
+        MAX_MEDIA_SECONDS         = tostring(var.task_tuning.max_media_seconds)
+        MEDIA_TIMEOUT_SECONDS     = tostring(var.task_tuning.media_timeout_seconds)
       }
       secret_environment = ["SRP_API_KEY", "WEBHOOK_SECRET"]
       ingress_settings   = "ALLOW_INTERNAL_ONLY"
@@ -131,7 +143,7 @@ locals {
     ingest_webhook     = { max_instances = 20, min_instances = 0, max_concurrency = 20, cpu = "1", memory = "512Mi", timeout_seconds = 60 }
     postprocess_render = { max_instances = 10, min_instances = 0, max_concurrency = 1, cpu = "1", memory = "2Gi", timeout_seconds = 300 }
     # One run at a time: overlapping runs would poll SRP for the same tasks twice.
-    reconcile_tasks    = { max_instances = 1, min_instances = 0, max_concurrency = 1, cpu = "1", memory = "512Mi", timeout_seconds = 540 }
+    reconcile_tasks    = { max_instances = 1, min_instances = 0, max_concurrency = 1, cpu = "1", memory = "2Gi", timeout_seconds = 540 }
     record_dead_letter = { max_instances = 3, min_instances = 0, max_concurrency = 10, cpu = "1", memory = "512Mi", timeout_seconds = 60 }
   }
 

@@ -77,8 +77,11 @@ variable "task_tuning" {
     ambiguous_submit_wait_seconds = optional(number, 300)
     max_source_pixels             = optional(number, 50000000)
     max_source_bytes              = optional(number, 268435456)
+    max_media_seconds             = optional(number, 600)
+    media_timeout_seconds         = optional(number, 120)
+    rendered_deadline_seconds     = optional(number, 3600)
   })
-  description = "Tuning knobs passed to the functions as MAX_REQUEST_AGE_SECONDS, CONFIRM_TERMINAL_STATUS, STALE_AFTER_SECONDS, RECONCILE_BUDGET, SRP_TIMEOUT_SECONDS, AMBIGUOUS_SUBMIT_WAIT_SECONDS, MAX_SOURCE_PIXELS and MAX_SOURCE_BYTES; the defaults are the code's."
+  description = "Tuning knobs passed to the functions as MAX_REQUEST_AGE_SECONDS, CONFIRM_TERMINAL_STATUS, STALE_AFTER_SECONDS, RECONCILE_BUDGET, SRP_TIMEOUT_SECONDS, AMBIGUOUS_SUBMIT_WAIT_SECONDS, MAX_SOURCE_PIXELS, MAX_SOURCE_BYTES, MAX_MEDIA_SECONDS, MEDIA_TIMEOUT_SECONDS and RENDERED_DEADLINE_SECONDS; the defaults are the code's."
   default     = {}
 
   validation {
@@ -91,6 +94,9 @@ variable "task_tuning" {
         var.task_tuning.ambiguous_submit_wait_seconds,
         var.task_tuning.max_source_pixels,
         var.task_tuning.max_source_bytes,
+        var.task_tuning.max_media_seconds,
+        var.task_tuning.media_timeout_seconds,
+        var.task_tuning.rendered_deadline_seconds,
       ] : value > 0 && floor(value) == value
     ])
     error_message = "Ages, budgets and timeouts must be positive whole numbers."
@@ -197,12 +203,6 @@ variable "retention" {
     )
     error_message = "Retention: noncurrent_versions_days must be >= 1 and dead_letter_message_hours between 1 and 744 (31 days)."
   }
-}
-
-variable "event_log_ttl_enabled" {
-  type        = bool
-  description = "Turn on the Firestore TTL policy that deletes event log entries (subcollection `events`) once their `expire_at` has passed."
-  default     = false
 }
 
 variable "deletion_protection" {
