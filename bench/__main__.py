@@ -5,8 +5,9 @@ and noisy; absolute times are only indicative). Sections: cold (cold start per f
 webhook (ingest_webhook throughput and latency), postprocess (derivatives vs Pillow and
 sharp), media (video poster + preview vs bare ffmpeg), submit (submit_task overhead
 beyond the SRP round trip), e2e (whole local stack: publish -> completed, and billable
-operations per request), assets (peak memory of a 1 GiB asset upload, CLI and SRP
-emulator, against a small one). See docs/benchmarks.md.
+operations per request), faults (every fault mode at once: counts of the exactly-once
+audit), assets (peak memory of a 1 GiB asset upload, CLI and SRP emulator, against a small
+one). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 
 from bench.common import Emulators, Section
 
-SECTIONS = ("cold", "webhook", "postprocess", "media", "submit", "e2e", "assets")
+SECTIONS = ("cold", "webhook", "postprocess", "media", "submit", "e2e", "faults", "assets")
 
 
 def log(message: str) -> None:
@@ -88,6 +89,9 @@ def main() -> None:
     parser.add_argument(
         "--burst", type=int, help="requests in the e2e burst (default 1000, --quick 100)"
     )
+    parser.add_argument(
+        "--fault-requests", type=int, help="requests in the fault run (default 1000, --quick 50)"
+    )
     args = parser.parse_args()
     chosen = [name for name in args.only if name not in args.skip]
     quick = args.quick
@@ -132,6 +136,12 @@ def main() -> None:
         log("end to end (whole local stack)...")
         burst = args.burst or (100 if quick else 1000)
         sections.append(end_to_end.run(burst=burst, log=log))
+    if "faults" in chosen:
+        from bench import fault_run
+
+        log("every fault mode at once (whole local stack)...")
+        count = args.fault_requests or (50 if quick else 1000)
+        sections.append(fault_run.run(requests=count, log=log))
     if "assets" in chosen:
         from bench import assets_upload
 

@@ -129,12 +129,33 @@ class FirestoreControl:
         """The indexed string/bytes limit (1,500 by default); None checks no length."""
         self._call("PUT", "/limits", {"max_indexed_value_bytes": limit})
 
+    def arm_read_barrier(
+        self, parties: int, path_pattern: str, *, timeout_seconds: float = 10.0
+    ) -> None:
+        """Make the next `parties` transactional reads of matching documents wait for each other.
+
+        `path_pattern` is a regular expression on `collection/doc/...`. The readers all read
+        before any of them can commit: a forced interleaving, also on the plain emulator.
+        """
+        body = {
+            "parties": parties,
+            "path_pattern": path_pattern,
+            "timeout_ms": int(timeout_seconds * 1000),
+        }
+        self._call("POST", "/barrier", body)
+
+    def read_barrier(self) -> dict[str, Any]:
+        """{"armed": {parties, waiting} | None, "history": [{"outcome", "readers"}, ...]}."""
+        result: dict[str, Any] = self._call("GET", "/barrier")
+        return result
+
 
 class FirestoreEmulator(_Emulator):
     """npm `@firestore-emulator/server` plus our transaction-semantics layer (server.js).
 
-    With the layer, `control` drives its commit faults and index exemptions; `faults` and
-    `index_exemptions` are what it starts with (and what `control.reset()` restores faults to).
+    `control` arms read barriers; with the layer it also drives the commit faults and index
+    exemptions. `faults` and `index_exemptions` are what it starts with (`control.reset()`
+    restores those faults).
     """
 
     name = "firestore"
@@ -155,9 +176,9 @@ class FirestoreEmulator(_Emulator):
 
     @property
     def control(self) -> FirestoreControl:
-        """The control API client (the layer only: FIRESTORE_SEMANTICS=off has none)."""
-        if not self.semantics or not self.control_url:
-            raise RuntimeError("this Firestore emulator has no control API (not started, or plain)")
+        """The control API client (on the plain emulator only the read barrier works)."""
+        if not self.control_url:
+            raise RuntimeError("the Firestore emulator is not running")
         if self._control is None:
             self._control = FirestoreControl(self.control_url)
         return self._control
@@ -193,7 +214,7 @@ class FirestoreEmulator(_Emulator):
             },
         ).start()
         self.host = f"127.0.0.1:{port}"
-        self.control_url = f"http://127.0.0.1:{control_port}" if self.semantics else ""
+        self.control_url = f"http://127.0.0.1:{control_port}"
         return self
 
 

@@ -29,10 +29,17 @@ function readJson(request) {
   });
 }
 
-/** Serves the control routes for `semantics`; `initialFaults` is what POST /reset restores. */
-function createControlServer(semantics, initialFaults = {}) {
-  const routes = {
-    "GET /health": () => ({ status: "ok" }),
+/**
+ * Serves the control routes: the read barrier always, the layer's routes when `semantics` is
+ * given; `initialFaults` is what POST /reset restores.
+ */
+function createControlServer({ semantics, barrier, initialFaults = {} }) {
+  const common = {
+    "GET /health": () => ({ status: "ok", semantics: semantics !== null }),
+    "GET /barrier": () => barrier.state(),
+    "POST /barrier": (body) => barrier.arm(body),
+  };
+  const layered = {
     "GET /faults": () => semantics.faults.config,
     "POST /faults": (body) => {
       semantics.faults.configure(body);
@@ -58,6 +65,7 @@ function createControlServer(semantics, initialFaults = {}) {
       return { max_indexed_value_bytes: value };
     },
   };
+  const routes = semantics ? { ...common, ...layered } : common;
   return http.createServer(async (request, response) => {
     const send = (status, body) => {
       const content = JSON.stringify(body);

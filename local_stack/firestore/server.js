@@ -2,13 +2,15 @@
 // with Firestore's transaction and commit semantics (transactional.js) unless
 // FIRESTORE_SEMANTICS=off, which serves plain upstream behaviour (the control in tests).
 // Usage: node server.js <port> [<control port>]
-// The control port serves control.js (commit faults, index exemptions); with the layer only.
+// The control port serves control.js: the read barrier always, commit faults and index
+// exemptions with the layer.
 // FIRESTORE_FAULTS (JSON) sets the initial commit faults, FIRESTORE_INDEX_EXEMPTIONS (a JSON
 // list of {collection, field}) the single-field index exemptions.
 "use strict";
 
 const { ServerCredentials } = require("@grpc/grpc-js");
 const { FirestoreServer } = require("@firestore-emulator/server");
+const { ReadBarrier, installReadBarrier } = require("./barrier");
 const { createControlServer } = require("./control");
 const { CommitFaults } = require("./faults");
 const { IndexExemptions } = require("./limits");
@@ -26,20 +28,25 @@ async function main() {
   const port = Number(process.argv[2] || 8080);
   const controlPort = process.argv[3] ? Number(process.argv[3]) : null;
   const server = new FirestoreServer();
+  const initialFaults = JSON.parse(process.env.FIRESTORE_FAULTS || "{}");
+  const semantics =
+    process.env.FIRESTORE_SEMANTICS === "off"
+      ? null
+      : installTransactionalSemantics(server, {
+          faults: new CommitFaults(initialFaults),
+          exemptions: new IndexExemptions(
+            JSON.parse(process.env.FIRESTORE_INDEX_EXEMPTIONS || "[]"),
+          ),
+        });
+  const barrier = new ReadBarrier();
+  installReadBarrier(server, barrier);
   let control = null;
-  if (process.env.FIRESTORE_SEMANTICS !== "off") {
-    const initialFaults = JSON.parse(process.env.FIRESTORE_FAULTS || "{}");
-    const semantics = installTransactionalSemantics(server, {
-      faults: new CommitFaults(initialFaults),
-      exemptions: new IndexExemptions(JSON.parse(process.env.FIRESTORE_INDEX_EXEMPTIONS || "[]")),
+  if (controlPort !== null) {
+    control = createControlServer({ semantics, barrier, initialFaults });
+    await new Promise((resolve, reject) => {
+      control.once("error", reject);
+      control.listen(controlPort, "127.0.0.1", resolve);
     });
-    if (controlPort !== null) {
-      control = createControlServer(semantics, initialFaults);
-      await new Promise((resolve, reject) => {
-        control.once("error", reject);
-        control.listen(controlPort, "127.0.0.1", resolve);
-      });
-    }
   }
   // Upstream's start() binds 0.0.0.0; a test emulator has no business outside loopback.
   await bindLoopback(server.server, port);

@@ -22,7 +22,7 @@ from local_stack.srp_emulator.callbacks import (
     parse_callback_urls,
 )
 from local_stack.srp_emulator.collections import Collection, InputDataError
-from local_stack.srp_emulator.faults import FaultInjector
+from local_stack.srp_emulator.faults import FaultInjector, TaskFaults
 from local_stack.srp_emulator.renderer import render_outputs
 
 if TYPE_CHECKING:  # assets.py imports RequestError from here
@@ -104,6 +104,7 @@ class Task:
     uploaded_at: datetime | None = None
     injected_faults: list[str] = field(default_factory=list)
     start_order: int | None = None
+    faults: TaskFaults | None = None  # drawn when the render starts
     _held_announcement: _Announcement | None = None
     _outbox: queue.Queue[_Announcement | None] | None = None
 
@@ -194,6 +195,8 @@ class Engine:
         with self.changed:
             self.tasks.clear()
             self._waiting.clear()
+            # Task numbers seed each task's faults: after a reset a run replays from 1.
+            self._sequence = itertools.count(1)
             self.requests_log.clear()
             self.callbacks_log.clear()
             self.paused = False
@@ -340,12 +343,14 @@ class Engine:
             return None
 
     def _render(self, task: Task) -> None:
-        # Per-task faults are drawn up front, in a fixed order, so a seed replays a run.
-        fails = self.faults.hits("render_failure_rate")
-        out_of_order = self.faults.hits("out_of_order_rate")
-        early_done = self.faults.hits("early_done_rate")
-        late_done = self.faults.hits("late_done_rate")
-        config = self.faults.config
+        # Per-task faults are drawn up front, in a fixed order, from the task's own RNG (seed
+        # and task number), so a seed replays a run whatever the interleaving.
+        task.faults = self.faults.for_task(task.sequence)
+        fails = task.faults.hits("render_failure_rate")
+        out_of_order = task.faults.hits("out_of_order_rate")
+        early_done = task.faults.hits("early_done_rate")
+        late_done = task.faults.hits("late_done_rate")
+        config = task.faults.config
         with self.changed:
             task.status = IN_PROGRESS
             task.jobs.append(next(self._job_ids))
@@ -469,8 +474,9 @@ class Engine:
         while (announcement := outbox.get()) is not None:
             if announcement.delay_seconds and self.hold(announcement.delay_seconds):
                 return
-            dropped = self.faults.hits("drop_callback_rate")
-            duplicated = self.faults.hits("duplicate_callback_rate")
+            faults = task.faults or self.faults.for_task(task.sequence)
+            dropped = faults.hits("drop_callback_rate")
+            duplicated = faults.hits("duplicate_callback_rate")
             for target in task.targets:
                 if dropped:
                     self._log_callback(task, announcement, target, [], fault="dropped")

@@ -128,7 +128,30 @@ class FaultInjector:
             # Draw even for rate 0 or 1 so enabling one fault doesn't shift the others' sequence.
             return self._random.random() < rate
 
+    def for_task(self, sequence: int) -> TaskFaults:
+        """The fault draws of one task (its render, its callbacks), from their own RNG.
+
+        Seeded by the config's seed and the task's number, so which tasks fail, arrive out
+        of order or lose callbacks replays exactly, however requests and renders interleave.
+        """
+        with self._lock:
+            return TaskFaults(self.config, random.Random(f"{self.config.seed}/{sequence}"))
+
     def choose(self, options: list[int]) -> int:
         """Pick one of the options with the seeded RNG."""
         with self._lock:
             return self._random.choice(options)
+
+
+class TaskFaults:
+    """Fault decisions for one task; used by its render worker, then its callback thread."""
+
+    def __init__(self, config: FaultConfig, rng: random.Random) -> None:
+        self.config = config
+        self._random = rng
+        self._lock = threading.Lock()
+
+    def hits(self, rate_name: str) -> bool:
+        """Whether the fault named by a `*_rate` knob happens this time."""
+        with self._lock:
+            return self._random.random() < float(getattr(self.config, rate_name))

@@ -7,6 +7,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -441,3 +442,44 @@ def test_unknown_or_invalid_fault_settings_are_refused(control: FirestoreControl
     with pytest.raises(ValueError, match="drop_answer_code"):
         control.set_faults(drop_answer_code="ABORTED")
     assert control.faults()["fail_commits"] == []
+
+
+# Read barrier (forced interleavings) ----------------------------------------------------------
+
+
+def _read_in_a_transaction(client: firestore.Client, reference: firestore.DocumentReference) -> Any:
+    @firestore.transactional
+    def read(transaction: firestore.Transaction) -> Any:
+        return reference.get(transaction=transaction).get("count")
+
+    return read(client.transaction())
+
+
+def test_a_read_barrier_holds_transactional_reads_until_all_parties_arrived(
+    client: firestore.Client, control: FirestoreControl, collection: firestore.CollectionReference
+) -> None:
+    counter = collection.document("counter")
+    counter.set({"count": 1})
+    control.arm_read_barrier(2, f"^{collection.id}/counter$", timeout_seconds=60)
+
+    counter.get()  # not in a transaction: never held
+    assert control.read_barrier()["armed"] == {"parties": 2, "waiting": 0}
+    with ThreadPoolExecutor(2) as pool:
+        seen = list(pool.map(lambda _: _read_in_a_transaction(client, counter), range(2)))
+
+    assert seen == [1, 1]
+    state = control.read_barrier()
+    assert state["armed"] is None
+    assert state["history"][-1] == {"outcome": "filled", "readers": 2}
+
+
+def test_a_barrier_that_is_never_filled_lets_its_reader_go_and_says_so(
+    client: firestore.Client, control: FirestoreControl, collection: firestore.CollectionReference
+) -> None:
+    counter = collection.document("counter")
+    counter.set({"count": 1})
+    control.arm_read_barrier(2, f"^{collection.id}/counter$", timeout_seconds=0.2)
+
+    assert _read_in_a_transaction(client, counter) == 1
+
+    assert control.read_barrier()["history"][-1] == {"outcome": "timed_out", "readers": 1}

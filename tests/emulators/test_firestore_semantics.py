@@ -2,7 +2,8 @@
 
 Each guarantee is shown twice: with the transactional layer (it holds) and, in a
 `test_control_*` test, on the plain upstream emulator (it breaks), which proves the
-test can see the problem the layer fixes.
+test can see the problem the layer fixes. Controls force their interleaving step by step,
+so they never depend on a race happening.
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ def plain_client(plain_host: str) -> firestore.Client:
 
 
 @pytest.fixture
+def plain_gapic(plain_host: str) -> Iterator[FirestoreClient]:
+    """The raw Firestore API on the plain emulator."""
+    channel = grpc.insecure_channel(plain_host)
+    yield FirestoreClient(transport=FirestoreGrpcTransport(channel=channel))
+    channel.close()
+
+
+@pytest.fixture
 def collection(client: firestore.Client) -> firestore.CollectionReference:
     """A collection no other test touches."""
     return client.collection(f"semantics-{uuid.uuid4().hex[:10]}")
@@ -155,16 +164,24 @@ def test_concurrent_transactional_increments_of_separate_documents(
     assert [counter.get().get("count") for counter in counters] == [INCREMENTS_PER_THREAD] * THREADS
 
 
-def test_control_plain_emulator_loses_concurrent_transactional_increments(
-    plain_client: firestore.Client,
+def test_control_plain_emulator_loses_an_interleaved_transactional_increment(
+    plain_client: firestore.Client, plain_gapic: FirestoreClient
 ) -> None:
+    # The interleaving is forced, step by step: both transactions read before either commits.
+    # With the layer the second commit is ABORTED (test_commit_aborts_when_a_document_read_...).
     counter = plain_client.collection(f"control-{uuid.uuid4().hex[:10]}").document("counter")
     counter.set({"count": 0})
+    path, database = counter._document_path, plain_client._database_string
+    first = plain_gapic.begin_transaction(database=database).transaction
+    second = plain_gapic.begin_transaction(database=database).transaction
 
-    _increment_concurrently(plain_client, lambda _: counter)
+    seen = [_read_count(plain_gapic, transaction, path) for transaction in (first, second)]
+    for transaction, count in zip((first, second), seen, strict=True):
+        _commit(plain_gapic, database, [_set_count(path, count + 1)], transaction)
 
-    # Without the layer, transactions are not isolated: increments overwrite each other.
-    assert counter.get().get("count") < THREADS * INCREMENTS_PER_THREAD
+    assert seen == [0, 0]
+    # Without the layer, transactions are not isolated: two increments committed, one lost.
+    assert counter.get().get("count") == 1
 
 
 def test_stale_update_time_precondition_fails_and_fresh_one_succeeds(
@@ -279,6 +296,21 @@ def _commit(
         database=database, writes=writes, transaction=transaction
     )
     gapic.commit(request=request)
+
+
+def _set_count(path: str, count: int) -> write.Write:
+    return write.Write(
+        update=document.Document(name=path, fields={"count": {"integer_value": count}})
+    )
+
+
+def _read_count(gapic: FirestoreClient, transaction: bytes, path: str) -> int:
+    database = path.split("/documents/")[0]
+    request = firestore_types.BatchGetDocumentsRequest(
+        database=database, documents=[path], transaction=transaction
+    )
+    found = [response.found for response in gapic.batch_get_documents(request=request)]
+    return int(found[0].fields["count"].integer_value)
 
 
 def _read_in_transaction(gapic: FirestoreClient, transaction: bytes, path: str) -> None:

@@ -27,6 +27,7 @@ from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
 from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
+from local_stack.terraform_exemptions import terraform_index_exemptions
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.task_state import Change, TaskRecord, Transition, utc_now
 from srp_bundle.task_store import TaskStore
@@ -302,9 +303,14 @@ def _pipeline(
 
 
 @pytest.fixture
-def pipeline(_pipeline: Pipeline) -> Iterator[Pipeline]:
-    """The shared pipeline, with the SRP emulator reset (no faults) around each test."""
+def pipeline(_pipeline: Pipeline, firestore_emulator: FirestoreEmulator) -> Iterator[Pipeline]:
+    """The shared pipeline, with the SRP emulator reset (no faults) around each test and the
+    local Firestore exempting from indexing what Terraform exempts (set for every test, so a
+    test that changed them cannot leak into the next)."""
     os.environ.update(_pipeline.base_env)
+    firestore_emulator.control.set_index_exemptions(
+        terraform_index_exemptions({"tasks_collection": _pipeline.tasks_collection})
+    )
     _pipeline.srp.control.reset()
     yield _pipeline
     _pipeline.srp.control.reset()

@@ -248,8 +248,7 @@ def test_create_then_hang_answers_after_the_client_gave_up_and_the_task_renders(
 
 
 def test_create_faults_hit_posts_only_and_follow_the_seed(srp: SrpEmulatorProcess) -> None:
-    # Renders draw their faults from the same RNG: with the queue held, only POSTs draw.
-    srp.control.pause()
+    srp.control.pause()  # nothing renders: only the POSTs are compared
 
     def outcomes() -> list[int]:
         srp.control.set_faults(
@@ -265,3 +264,25 @@ def test_create_faults_hit_posts_only_and_follow_the_seed(srp: SrpEmulatorProces
     assert len(srp.control.tasks(count=24, wait=10)) == 24
     task_id = srp.control.tasks()[0]["task"]["id"]
     assert all(get_task(srp, task_id).status_code == 200 for _ in range(5))
+
+
+def test_render_faults_replay_from_the_seed_whatever_the_interleaving(
+    srp: SrpEmulatorProcess,
+) -> None:
+    def outcomes() -> list[str]:
+        srp.control.reset()  # task numbers, which seed each task's faults, restart at 1
+        srp.control.set_faults(seed=9, render_failure_rate=0.5, error_5xx_rate=0.3)
+        for _ in range(8):
+            submit(srp)  # a 5xx creates nothing; the others are tasks 1, 2, ...
+        deadline = time.monotonic() + 30
+        while True:
+            statuses = [task["task"]["status"] for task in srp.control.tasks()]
+            if all(status in ("done", "failed") for status in statuses):
+                return statuses
+            assert time.monotonic() < deadline, statuses
+            time.sleep(0.05)
+
+    first, second = outcomes(), outcomes()
+
+    assert first == second
+    assert {"done", "failed"} <= set(first)

@@ -85,3 +85,26 @@ resource "google_firebaserules_release" "firestore" {
 
   depends_on = [google_firestore_database.main]
 }
+
+# Fields that carry a requester's or SRP's data verbatim (strings of any length, up to the
+# 64 KiB message): never queried, so no single-field index. Indexed, a string over 1,500
+# bytes is truncated in the index; the local Firestore refuses it unless exempt here.
+locals {
+  unindexed_fields = {
+    record_metadata = { collection = var.tasks_collection, field = "metadata" }
+    outbox_event    = { collection = "${var.tasks_collection}_outbox", field = "event" }
+    log_request     = { collection = "events", field = "request" }
+    log_received    = { collection = "events", field = "received" }
+  }
+}
+
+resource "google_firestore_field" "unindexed" {
+  for_each = local.unindexed_fields
+
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = each.value.collection
+  field      = each.value.field
+
+  index_config {}
+}
