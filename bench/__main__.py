@@ -6,7 +6,8 @@ webhook (ingest_webhook throughput and latency), postprocess (derivatives vs Pil
 sharp), media (video poster + preview vs bare ffmpeg), submit (submit_task overhead
 beyond the SRP round trip), e2e (whole local stack: publish -> completed, and billable
 operations per request), faults (every fault mode at once: counts of the exactly-once
-audit). See docs/benchmarks.md.
+audit), assets (peak memory of a 1 GiB asset upload, CLI and SRP emulator, against a small
+one). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 
 from bench.common import Emulators, Section
 
-SECTIONS = ("cold", "webhook", "postprocess", "media", "submit", "e2e", "faults")
+SECTIONS = ("cold", "webhook", "postprocess", "media", "submit", "e2e", "faults", "assets")
 
 
 def log(message: str) -> None:
@@ -141,6 +142,15 @@ def main() -> None:
         log("every fault mode at once (whole local stack)...")
         count = args.fault_requests or (50 if quick else 1000)
         sections.append(fault_run.run(requests=count, log=log))
+    if "assets" in chosen:
+        from bench import assets_upload
+
+        log("asset upload memory...")
+        sections.append(
+            assets_upload.run(
+                size_mb=256 if quick else 1024, baseline_mb=32, log=log, from_folder=not quick
+            )
+        )
     elapsed = time.monotonic() - started
     print(
         f"bench {'--quick ' if quick else ''}on {platform.node()}: {os.cpu_count()} cores, "

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
 
+from local_stack.srp_emulator.assets import DEFAULT_URL_TTL_SECONDS, AssetStore
 from local_stack.srp_emulator.callbacks import DeliveryPolicy
 from local_stack.srp_emulator.collections import (
     SAMPLE_COLLECTIONS_FILE,
@@ -49,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault", action="append", default=[], metavar="NAME=VALUE", help="one fault setting"
     )
     parser.add_argument("--control-token", help="require this token on /_emulator/ routes")
+    parser.add_argument(
+        "--assets-dir", type=Path, help="where uploaded asset archives go (default: temporary)"
+    )
+    parser.add_argument(
+        "--upload-url-ttl",
+        type=float,
+        default=DEFAULT_URL_TTL_SECONDS,
+        help="seconds an asset upload URL stays valid",
+    )
     parser.add_argument("--no-create-bucket", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     return parser
@@ -93,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             timeout_seconds=args.callback_timeout,
         ),
     )
-    engine = Engine(settings, collections, store, FaultInjector(faults))
+    temporary_assets = None if args.assets_dir else tempfile.mkdtemp(prefix="srp-emulator-assets-")
+    assets = AssetStore(
+        args.assets_dir or Path(str(temporary_assets)), url_ttl_seconds=args.upload_url_ttl
+    )
+    engine = Engine(settings, collections, store, FaultInjector(faults), assets)
     server = EmulatorServer(
         (args.host, args.port),
         engine,
@@ -118,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     server.shutdown()
     server.server_close()
     serving.join(timeout=5)
+    if temporary_assets:
+        shutil.rmtree(temporary_assets, ignore_errors=True)
     return 0
 
 

@@ -40,6 +40,9 @@ class Layer:
     required: bool = False
     color_field: str | None = None
     default_color: str | None = None
+    # A file of the collection's uploaded assets drawn instead of the shape, e.g.
+    # "backgrounds/{value}" (see assets.py); None: always the shape.
+    asset_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,4 +198,13 @@ def _parse_layer(entry: dict[str, Any], where: str) -> Layer:
         required=bool(entry.get("required", False)),
         color_field=entry.get("color_field"),
         default_color=entry.get("default_color"),
+        asset_path=_asset_path(entry.get("asset_path"), where),
     )
+
+
+def _asset_path(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "{value}" not in value:
+        raise CollectionConfigError(f"{where}.asset_path: a path with '{{value}}' in it")
+    return value

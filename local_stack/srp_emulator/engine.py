@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from local_stack.srp_emulator.callbacks import (
     CallbackSender,
@@ -24,6 +24,9 @@ from local_stack.srp_emulator.callbacks import (
 from local_stack.srp_emulator.collections import Collection, InputDataError
 from local_stack.srp_emulator.faults import FaultInjector, TaskFaults
 from local_stack.srp_emulator.renderer import render_outputs
+
+if TYPE_CHECKING:  # assets.py imports RequestError from here
+    from local_stack.srp_emulator.assets import AssetStore
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +150,10 @@ class Engine:
         collections: dict[str, Collection],
         store: RenderStore,
         faults: FaultInjector,
+        assets: AssetStore | None = None,
     ) -> None:
         self.settings = settings
+        self.assets = assets
         self.collections = collections
         self.store = store
         self.faults = faults
@@ -198,6 +203,8 @@ class Engine:
             self.released = False
             self.max_active_renders = self.active_renders
             self.changed.notify_all()
+        if self.assets is not None:
+            self.assets.reset()
 
     def set_paused(self, paused: bool) -> None:
         """Hold or release the queue (tasks already rendering carry on)."""
@@ -357,11 +364,14 @@ class Engine:
         try:
             if fails:
                 raise RuntimeError(config.render_failure_reason)
+            images = (
+                self.assets.layer_images(task.collection, task.render_input) if self.assets else {}
+            )
             folder = f"render/{task.collection.name}/{task.id}"
             files = [
                 (f"{folder}/{name}", data)
                 for name, data in render_outputs(
-                    task.collection, task.render_input, self.settings.render_size
+                    task.collection, task.render_input, self.settings.render_size, images
                 )
             ]
             paths = [path for path, _ in files]

@@ -117,6 +117,17 @@ class EmulatorControl:
         """End every held delay (late `done` callbacks, create_then_hang answers) now."""
         self._post("release")
 
+    def assets(self, **filters: Any) -> list[dict[str, Any]]:
+        """Assets issued, uploaded and created (filters on any field, e.g. `id=`)."""
+        assets: list[dict[str, Any]] = self._get("assets", filters)["assets"]
+        return assets
+
+    def set_asset_faults(self, **settings: Any) -> dict[str, Any]:
+        """Script upload failures: `fail_next_puts=[503, "drop"]`, `expired_urls_to_issue=1`,
+        `url_ttl_seconds=...` (unnamed settings return to their defaults)."""
+        config: dict[str, Any] = self._post("assets/faults", settings)
+        return config
+
     def stats(self) -> dict[str, Any]:
         """Render counters: active, most at once, tasks by status."""
         stats: dict[str, Any] = self._get("stats", {})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
 
 from PIL import Image, ImageColor, ImageDraw
 
@@ -22,16 +23,24 @@ VIDEO_FPS = 10
 
 
 def render_outputs(
-    collection: Collection, input_data: dict[str, str], size: int
+    collection: Collection,
+    input_data: dict[str, str],
+    size: int,
+    layer_images: Mapping[str, Image.Image] | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Every file of the collection's `outputs`, as (file name, bytes)."""
+    """Every file of the collection's `outputs`, as (file name, bytes).
+
+    `layer_images`: traits drawn from the collection's uploaded assets (see render_png).
+    """
     outputs = []
     for name in collection.outputs:
         extension = name.rsplit(".", 1)[-1]
         if extension == "png":
-            data = render_png(collection, input_data, size)
+            data = render_png(collection, input_data, size, layer_images)
         elif extension in media_samples.VIDEO_CONTAINERS:
-            data = render_video(collection, input_data, min(size, VIDEO_MAX_SIZE), extension)
+            data = render_video(
+                collection, input_data, min(size, VIDEO_MAX_SIZE), extension, layer_images
+            )
         elif extension in media_samples.AUDIO_CONTAINERS:
             pitch = 220 + _digest(repr(sorted(input_data.items())))[0] * 2
             data = media_samples.sound(extension, seconds=2.0, frequency=pitch)
@@ -45,11 +54,16 @@ def render_outputs(
 
 
 def render_video(
-    collection: Collection, input_data: dict[str, str], size: int, container: str
+    collection: Collection,
+    input_data: dict[str, str],
+    size: int,
+    container: str,
+    layer_images: Mapping[str, Image.Image] | None = None,
 ) -> bytes:
     """The render fading in from black and growing: frames drawn here, encoded by ffmpeg."""
     size -= size % 2  # H.264 wants even dimensions
-    still = Image.open(io.BytesIO(render_png(collection, input_data, size))).convert("RGBA")
+    still_png = render_png(collection, input_data, size, layer_images)
+    still = Image.open(io.BytesIO(still_png)).convert("RGBA")
     frames = []
     for number in range(VIDEO_FRAMES):
         progress = (number + 1) / VIDEO_FRAMES
@@ -64,12 +78,26 @@ def render_video(
     return media_samples.video_from_frames(frames, fps=VIDEO_FPS, container=container)
 
 
-def render_png(collection: Collection, input_data: dict[str, str], size: int) -> bytes:
-    """Render validated `input_data` as a size x size RGBA PNG; same input, same bytes."""
+def render_png(
+    collection: Collection,
+    input_data: dict[str, str],
+    size: int,
+    layer_images: Mapping[str, Image.Image] | None = None,
+) -> bytes:
+    """Render validated `input_data` as a size x size RGBA PNG; same input, same bytes.
+
+    A trait in `layer_images` (from the collection's uploaded assets) is drawn as that
+    image, stretched over the layer's box, instead of its shape.
+    """
     canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     for layer in collection.layers:
         value = input_data.get(layer.trait)
         if value is None:
+            continue
+        if layer_images and layer.trait in layer_images:
+            left, top, right, bottom = _box_pixels(layer, size)
+            picture = layer_images[layer.trait].convert("RGBA").resize((right - left, bottom - top))
+            canvas.alpha_composite(picture, (left, top))
             continue
         layer_image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
         _draw_shape(

@@ -12,6 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from local_stack.srp_emulator.assets import (
+    ASSET_API_PATHS,
+    ASSET_UPLOAD_URL_PATH,
+    UPLOADS_PREFIX,
+    AssetStore,
+)
 from local_stack.srp_emulator.engine import Engine, RequestError
 from local_stack.srp_emulator.faults import FaultConfig, FaultConfigError
 
@@ -82,12 +88,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
         query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
-        raw_body = self._read_body()
         try:
+            if method == "PUT" and parts.path.startswith(UPLOADS_PREFIX):
+                # Before reading the body: an archive is streamed to disk, never held here.
+                self._upload(parts.path, query)
+                return
+            raw_body = self._read_body()
             if parts.path.startswith(CONTROL_PREFIX):
                 self._control(method, parts.path[len(CONTROL_PREFIX) :].strip("/"), query, raw_body)
             elif parts.path.rstrip("/") == TASKS_PATH:
                 self._api(method, parts.path, query, raw_body)
+            elif parts.path.rstrip("/") in ASSET_API_PATHS:
+                self._api(method, parts.path, query, raw_body, self._handle_asset_api)
             else:
                 self._send(404, {"detail": "Not found."})
         except (BrokenPipeError, ConnectionResetError):
@@ -114,7 +126,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     # Public API ----------------------------------------------------------------------------
 
-    def _api(self, method: str, path: str, query: dict[str, str], raw_body: bytes) -> None:
+    def _api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        raw_body: bytes,
+        handle: Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, Any]]]
+        | None = None,
+    ) -> None:
+        handle = handle or self._handle_api
         engine = self.server.engine
         entry: dict[str, Any] = {
             "received_at": datetime.now(UTC).isoformat(),
@@ -153,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
         try:
-            status, body = self._handle_api(method, query, raw_body)
+            status, body = handle(method, path, query, raw_body)
         except RequestError as error:
             status, body = error.status, error.body()
         headers = {"WWW-Authenticate": 'Bearer realm="api"'} if status == 401 else None
@@ -185,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body, headers)
 
     def _handle_api(
-        self, method: str, query: dict[str, str], raw_body: bytes
+        self, method: str, path: str, query: dict[str, str], raw_body: bytes
     ) -> tuple[int, dict[str, Any]]:
         if method not in ("GET", "POST"):
             raise RequestError(405, f'Method "{method}" not allowed.')
@@ -204,6 +225,62 @@ class _Handler(BaseHTTPRequestHandler):
         if task is None:
             raise RequestError(404, f"task '{task_id}' not found")
         return 200, task.public_view()
+
+    def _handle_asset_api(
+        self, method: str, path: str, query: dict[str, str], raw_body: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        expected = "GET" if path.rstrip("/") == ASSET_UPLOAD_URL_PATH else "POST"
+        if method != expected:
+            raise RequestError(405, f'Method "{method}" not allowed.')
+        owner = self._authenticate()
+        assets = self._assets()
+        if method == "GET":
+            uid = query.get("collection_uid", "").strip().lower()
+            host = self.headers.get("Host") or self.server.url.removeprefix("http://")
+            collection = self.server.engine.collections.get(uid)
+            return 200, assets.issue(collection, query, owner["id"], host).public_view()
+        try:
+            body = json.loads(raw_body or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RequestError(400, f"JSON parse error - {error}") from error
+        return 201, assets.create(body, owner["id"]).public_view()
+
+    def _upload(self, path: str, query: dict[str, str]) -> None:
+        """A PUT to a signed upload URL (the storage service's side, not SRP's API)."""
+        entry: dict[str, Any] = {
+            "received_at": datetime.now(UTC).isoformat(),
+            "method": "PUT",
+            "path": path,
+            "query": {k: v for k, v in query.items() if k != "X-Goog-Signature"},
+            "headers": dict(self.headers.items()),
+            "body": None,
+            "response_status": None,
+            "task_id": None,
+            "asset_id": None,
+            "fault": None,
+        }
+        outcome = self._assets().receive(
+            path, query, self.headers, self.rfile.read, self.rfile.readline
+        )
+        entry.update(
+            response_status=outcome.status or None, fault=outcome.fault, asset_id=outcome.asset_id
+        )
+        self.server.engine.log_request(entry)
+        if outcome.drop:
+            self._drop_connection()
+            return
+        self.send_response(outcome.status)
+        for name, value in outcome.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(outcome.body)))
+        self.end_headers()
+        self.wfile.write(outcome.body)
+
+    def _assets(self) -> AssetStore:
+        assets = self.server.engine.assets
+        if assets is None:
+            raise RequestError(404, "this emulator keeps no assets")
+        return assets
 
     def _authenticate(self) -> dict[str, Any]:
         header = self.headers.get("Authorization", "")
@@ -235,6 +312,11 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "resume"): lambda: self._pause(False),
             ("POST", "release"): self._release,
             ("GET", "stats"): self._stats,
+            ("GET", "assets"): lambda: (200, {"assets": self._assets().control_views(query)}),
+            ("POST", "assets/faults"): lambda: (
+                200,
+                self._assets().configure(json.loads(raw_body or b"{}")),
+            ),
         }
         handler = handlers.get((method, route))
         if handler is None:
@@ -244,6 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = handler()
         except (ValueError, FaultConfigError) as error:
             status, body = 400, {"detail": str(error)}
+        except RequestError as error:
+            status, body = error.status, error.body()
         self._send(status, body)
 
     def _list_tasks(self, query: dict[str, str]) -> tuple[int, Any]:

@@ -103,6 +103,31 @@ class SrpConnectionError(SrpError):
         self.may_have_reached_srp = may_have_reached_srp
 
 
+class AssetUploadRejectedError(SrpError):
+    """The signed upload URL refused the archive (wrong signature or content type, ...).
+
+    `storage_code` is the storage service's own error code, e.g. `SignatureDoesNotMatch`.
+    """
+
+    code = "asset_upload_rejected"
+
+    def __init__(self, message: str, *, storage_code: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.storage_code = storage_code
+
+
+class AssetUploadUrlExpiredError(AssetUploadRejectedError):
+    """The signed upload URL has expired: ask SRP for a new one."""
+
+    code = "asset_upload_url_expired"
+
+
+class AssetArchiveError(BundleError):
+    """A folder or ZIP that cannot be uploaded as a collection's assets; the message says why."""
+
+    code = "asset_archive"
+
+
 class ImageRejectedError(BundleError):
     """A render output (image, video, audio, ...) can never be post-processed; `code` says why."""
 

@@ -10,6 +10,8 @@ Usage::
         priority=50,
     )                                  # -> SrpTask
     task = client.get_task(task.id)    # -> SrpTask
+    upload = client.get_asset_upload_url(collection_id)  # -> AssetUpload (then PUT the ZIP:
+    client.create_asset(upload.id)     # -> AssetUpload    srp_bundle.asset_upload)
     client.close()                     # or use `with SrpClient(...) as client:`
 
     callback = parse_callback(request_json)  # -> SrpCallback (no HTTP; for ingest_webhook)
@@ -46,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
@@ -65,6 +67,7 @@ from srp_bundle.errors import (
 )
 from srp_bundle.settings import DEFAULT_SRP_API_URL, SRP_API_KEY, Settings
 from srp_bundle.srp_models import (
+    AssetUpload,
     CallbackTarget,
     CallbackUrl,
     RawJson,
@@ -72,6 +75,7 @@ from srp_bundle.srp_models import (
     SrpTask,
     SubmitRequest,
     encode_json,
+    parse_asset_upload,
     parse_callback,
     parse_callback_urls,
     parse_task,
@@ -79,6 +83,7 @@ from srp_bundle.srp_models import (
 
 __all__ = [
     "DEFAULT_RETRY",
+    "AssetUpload",
     "CallbackTarget",
     "CallbackUrl",
     "RawJson",
@@ -93,11 +98,15 @@ __all__ = [
 ]
 
 TASKS_PATH = "/api/v1/tasks"
+# The documented asset routes keep their trailing slash (SRP is a Django app).
+ASSET_UPLOAD_URL_PATH = "/api/v1/tasks/get_asset_upload_url/"
+CREATE_ASSET_PATH = "/api/v1/tasks/create_asset/"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 _USER_AGENT = "srp-render-bundle/0.1"
 _MAX_MESSAGE_CHARS = 500
 
 logger = logging.getLogger(__name__)
+_Answer = TypeVar("_Answer")
 
 
 @dataclass(frozen=True)
@@ -244,9 +253,33 @@ class SrpClient:
             raise InvalidMessageError("task_id must be a non-empty string")
         return self._task_from(self._request("GET", TASKS_PATH, params={"id": task_id}))
 
+    def get_asset_upload_url(self, collection_id: str) -> AssetUpload:
+        """Ask for a signed URL to PUT a collection's asset ZIP to (GET, so retried)."""
+        if not isinstance(collection_id, str) or not collection_id.strip():
+            raise InvalidMessageError("collection_id must be a non-empty string")
+        response = self._request(
+            "GET", ASSET_UPLOAD_URL_PATH, params={"collection_uid": collection_id.strip()}
+        )
+        return self._asset_from(response)
+
+    def create_asset(self, asset_id: str) -> AssetUpload:
+        """Tell SRP the archive of `asset_id` is uploaded (POST: not repeated once sent)."""
+        if not isinstance(asset_id, str) or not asset_id.strip():
+            raise InvalidMessageError("asset_id must be a non-empty string")
+        response = self._request("POST", CREATE_ASSET_PATH, json_body={"id": asset_id.strip()})
+        return self._asset_from(response)
+
+    def _asset_from(self, response: httpx.Response) -> AssetUpload:
+        return self._parse_answer(response, parse_asset_upload)
+
     def _task_from(self, response: httpx.Response) -> SrpTask:
+        return self._parse_answer(response, parse_task)
+
+    def _parse_answer(
+        self, response: httpx.Response, parse: Callable[[object], _Answer]
+    ) -> _Answer:
         try:
-            return parse_task(response.json())
+            return parse(response.json())
         except (ValueError, InvalidMessageError) as exc:
             # The call itself succeeded (a POST may have created a task), so this is not
             # the caller's invalid input: report it as SRP's.

@@ -207,6 +207,20 @@ class SrpCallback:
     extra: JsonObject = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AssetUpload:
+    """SRP's answer about a collection's asset archive: its id and where and how to PUT it.
+
+    `get_asset_upload_url` and `create_asset` both answer this shape; `upload_url` is a
+    signed URL that accepts exactly `content_type` and expires.
+    """
+
+    id: str
+    upload_url: str
+    content_type: str
+    extra: JsonObject = field(default_factory=dict)
+
+
 def parse_task(payload: object) -> SrpTask:
     """Read a task object from SRP's JSON; raise `InvalidMessageError` on a wrong type."""
     fields = _Fields(payload, "task")
@@ -226,6 +240,19 @@ def parse_task(payload: object) -> SrpTask:
         jobs=fields.integer_list("jobs"),
         extra=fields.unknown(),
     )
+
+
+def parse_asset_upload(payload: object) -> AssetUpload:
+    """Read `{"upload_url", "content_type", "id"}`; raise `InvalidMessageError` if malformed."""
+    fields = _Fields(payload, "asset")
+    upload = AssetUpload(
+        id=fields.required_text("id"),
+        upload_url=fields.required_text("upload_url"),
+        content_type=fields.required_text("content_type"),
+        extra=fields.unknown(),
+    )
+    _check_url(upload.upload_url, "asset.upload_url")
+    return upload
 
 
 def parse_callback(payload: object) -> SrpCallback:

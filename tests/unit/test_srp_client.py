@@ -781,3 +781,104 @@ def test_a_trailing_newline_in_the_key_is_not_sent(fake_srp: FakeSrp, make_clien
 def pytest_escape(text: str) -> str:
     """`pytest.raises(match=)` takes a regex; the reasons contain brackets and parentheses."""
     return re.escape(text)
+
+
+# --- collection assets: get_asset_upload_url (GET) and create_asset (POST) -------------------
+
+ASSET_ANSWER = {
+    "upload_url": "https://storage.googleapis.com/srp-assets/a1.zip?X-Goog-Signature=abc",
+    "content_type": "application/zip",
+    "id": "a1",
+}
+
+
+def test_get_asset_upload_url_asks_by_collection_uid_and_reads_the_answer(
+    fake_srp: FakeSrp, make_client: Any
+) -> None:
+    route = fake_srp.route(
+        "url",
+        "GET",
+        "/api/v1/tasks/get_asset_upload_url/",
+        httpx.Response(200, json={**ASSET_ANSWER, "expires": "later"}),
+    )
+
+    upload = make_client().get_asset_upload_url(COLLECTION_ID)
+
+    assert upload.id == "a1" and upload.content_type == "application/zip"
+    assert upload.upload_url == ASSET_ANSWER["upload_url"]
+    assert upload.extra == {"expires": "later"}
+    (request,) = route.requests
+    assert request.url.params["collection_uid"] == COLLECTION_ID
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+def test_get_asset_upload_url_is_retried_on_503_like_every_get(
+    fake_srp: FakeSrp, make_client: Any, sleeps: list[float]
+) -> None:
+    route = fake_srp.route(
+        "url",
+        "GET",
+        "/api/v1/tasks/get_asset_upload_url/",
+        httpx.Response(503, json={"detail": "busy"}),
+        httpx.Response(200, json=ASSET_ANSWER),
+    )
+
+    assert make_client().get_asset_upload_url(COLLECTION_ID).id == "a1"
+    assert route.call_count == 2 and len(sleeps) == 1
+
+
+def test_create_asset_posts_the_id_and_is_not_retried_on_503(
+    fake_srp: FakeSrp, make_client: Any, sleeps: list[float]
+) -> None:
+    route = fake_srp.route(
+        "create", "POST", "/api/v1/tasks/create_asset/", httpx.Response(503, json={"detail": "x"})
+    )
+
+    with pytest.raises(SrpServerError):
+        make_client().create_asset("a1")
+
+    assert route.call_count == 1 and sleeps == []
+    assert json.loads(route.requests[0].content) == {"id": "a1"}
+    assert route.requests[0].headers["Content-Type"] == "application/json"
+
+
+def test_create_asset_refused_raises_the_typed_error_with_srps_message(
+    fake_srp: FakeSrp, make_client: Any
+) -> None:
+    fake_srp.route(
+        "create",
+        "POST",
+        "/api/v1/tasks/create_asset/",
+        httpx.Response(400, json={"detail": "the archive has not been uploaded"}),
+    )
+
+    with pytest.raises(SrpValidationError, match="has not been uploaded"):
+        make_client().create_asset("a1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "a1", "content_type": "application/zip"},
+        {**ASSET_ANSWER, "upload_url": "ftp://x/y"},
+        ["not", "an", "object"],
+    ],
+    ids=["no-url", "not-http", "not-an-object"],
+)
+def test_an_asset_answer_of_the_wrong_shape_is_an_srp_error(
+    fake_srp: FakeSrp, make_client: Any, body: Any
+) -> None:
+    fake_srp.route(
+        "url", "GET", "/api/v1/tasks/get_asset_upload_url/", httpx.Response(200, json=body)
+    )
+
+    with pytest.raises(SrpError, match="unexpected body"):
+        make_client().get_asset_upload_url(COLLECTION_ID)
+
+
+def test_empty_asset_arguments_are_refused_before_sending(make_client: Any) -> None:
+    client = make_client()
+    with pytest.raises(InvalidMessageError):
+        client.get_asset_upload_url(" ")
+    with pytest.raises(InvalidMessageError):
+        client.create_asset("")

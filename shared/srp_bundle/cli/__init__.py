@@ -1,4 +1,4 @@
-"""`srp-bundle`: the operator CLI (submit, status, show, retry, backfill, export).
+"""`srp-bundle`: the operator CLI (assets, submit, status, show, retry, backfill, export).
 
 Exit codes: 0 ok; 1 failures found or work left partial; 2 usage, configuration or
 input-file error; 3 backend (emulator or project) unreachable; 130 interrupted.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from srp_bundle.cli import _backfill, _export, _inspect, _retry, _submit
+from srp_bundle.cli import _assets, _backfill, _export, _inspect, _retry, _submit
 from srp_bundle.cli._backend import CliError, add_connection_flags
 
 EXIT_OK = 0
@@ -28,13 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
         prog="srp-bundle",
-        description="Operate SRP render batches: submit, watch, inspect, retry, backfill, export.",
+        description=(
+            "Operate SRP render batches: upload assets, submit, watch, inspect, retry, "
+            "backfill, export."
+        ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     connection = argparse.ArgumentParser(add_help=False)
     add_connection_flags(connection)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _assets.add_parser(commands, [connection])
     _submit.add_parser(commands, [connection])
     _inspect.add_parsers(commands, [connection])
     _retry.add_parser(commands, [connection])

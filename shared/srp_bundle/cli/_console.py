@@ -24,6 +24,7 @@ class Progress:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         show_rate: bool = True,
+        format_amount: Callable[[float], str] | None = None,
     ) -> None:
         self.label = label
         self.total = total
@@ -34,6 +35,8 @@ class Progress:
         self.started_at = clock()
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self.show_rate = show_rate
+        # How counts and rates are written (e.g. `human_bytes`); plain numbers by default.
+        self.format_amount = format_amount
         self._last_output_at = -1e9
         self._last_state: tuple[int, int, str] | None = None
         self._width = 0
@@ -70,13 +73,14 @@ class Progress:
         filled = round(fraction * _BAR_WIDTH)
         elapsed = max(self.clock() - self.started_at, 1e-9)
         rate = self.done / elapsed
+        amount = self.format_amount
         parts = [
             f"{self.label} [{'#' * filled}{'-' * (_BAR_WIDTH - filled)}]",
-            f"{self.done}/{total}",
+            f"{amount(self.done)}/{amount(total)}" if amount else f"{self.done}/{total}",
             f"{fraction:4.0%}",
         ]
         if self.show_rate:
-            parts.append(f"{rate:.1f}/s")
+            parts.append(f"{amount(rate)}/s" if amount else f"{rate:.1f}/s")
         if self.show_rate and 0 < self.done < total and rate > 0:
             parts.append(f"eta {_duration((total - self.done) / rate)}")
         if self.note:
@@ -129,3 +133,13 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def human_bytes(count: float) -> str:
+    """`812 B`, `12.3 KiB`, `4.0 MiB`, `1.0 GiB`."""
+    if abs(count) < 1024:
+        return f"{count:.0f} B"
+    for exponent, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if abs(count) >= 1024**exponent or unit == "KiB":
+            break
+    return f"{count / 1024**exponent:.1f} {unit}"
