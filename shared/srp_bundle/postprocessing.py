@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -124,8 +125,12 @@ class RenderPostprocessor:
         store: TaskStore,
         storage_client: Any,
         publisher: EventPublisher,
+        *,
+        process_file: Callable[..., ProcessedFile] = process_output_file,
     ) -> None:
+        """`process_file` is the media work (a simulator replaces it; docs/simulation.md)."""
         self.settings = settings
+        self.process_file = process_file
         self.store = store
         self.publisher = publisher
         self.renders_bucket = storage_client.bucket(
@@ -172,7 +177,7 @@ class RenderPostprocessor:
                     return PostprocessResult(
                         Outcome.SUPERSEDED, "this generation no longer exists", target
                     )
-                processed = process_output_file(
+                processed = self.process_file(
                     local_copy,
                     self.settings.derivative_specs,
                     Limits.from_settings(self.settings),

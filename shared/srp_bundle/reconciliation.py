@@ -3,7 +3,9 @@
 Run on a schedule. Active records with no news for `STALE_AFTER_SECONDS` are read back
 from SRP, oldest first, page by page, at most `RECONCILE_BUDGET` per run; SRP's status
 goes through exactly the same state machine as a callback. Records stuck before
-submission are re-driven (or failed once too old). A 429 from SRP ends the run early.
+submission are re-driven (or failed once too old), and so is a task SRP still has not
+finished when its request is older than `MAX_REQUEST_AGE_SECONDS` (`render_timeout`).
+A 429 from SRP ends the run early.
 
 A record `rendered` (SRP said done) for longer than RENDERED_DEADLINE_SECONDS without
 every output file post-processed is re-driven once from the renders bucket (its missing
@@ -30,6 +32,7 @@ from srp_bundle.task_state import (
     State,
     TaskFailed,
     TaskRecord,
+    is_terminal_status,
     missing_outputs,
     utc_now,
 )
@@ -135,11 +138,28 @@ class Reconciler:
             received={"kind": "reconcile", "status": task.status},
         )
         publish_transition(self.store, self.publisher, record.request_id, transition.events)
+        if self._never_finished(transition.record, task.status, self.clock()):
+            return "failed"
         if not transition.changed:
             self._touch(record.request_id)
             return "unchanged"
         state = transition.record.state
         return {State.COMPLETED: "completed", State.FAILED: "failed"}.get(state, "advanced")
+
+    def _never_finished(self, record: TaskRecord, status: str, now: datetime) -> bool:
+        """Fail a request whose SRP task is still unfinished MAX_REQUEST_AGE_SECONDS after it."""
+        age = (now - record.created_at).total_seconds()
+        if record.is_terminal or is_terminal_status(status):
+            return False
+        if age <= self.settings.max_request_age_seconds:
+            return False
+        reason = (
+            f"SRP has not finished task {record.task_id} (status {status[:64]!r}) within"
+            f" MAX_REQUEST_AGE_SECONDS={self.settings.max_request_age_seconds} ({age:.0f}s)"
+        )
+        transition = self.store.apply(record.request_id, TaskFailed("render_timeout", reason))
+        publish_transition(self.store, self.publisher, record.request_id, transition.events)
+        return True
 
     def _redrive(self, record: TaskRecord) -> str:
         try:

@@ -1,0 +1,1 @@
+"""Deterministic simulation of the bundle: the real use cases in a simulated, faulty world."""
