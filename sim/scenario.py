@@ -95,6 +95,7 @@ FAULT_KINDS: dict[str, float] = {
     "input_hostile": 0.05,
     "input_nan": 0.03,
     "input_no_request_id": 0.15,
+    "srp_get_omits_callbacks": 0.1,
 }
 
 

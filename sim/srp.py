@@ -123,6 +123,7 @@ class Task:
     collection_name: str
     token: str
     created_at: float
+    callback_urls: list[Any] = field(default_factory=list)
     status: str = "queued"
     history: list[tuple[float, str]] = field(default_factory=list)
     never_finishes: bool = False
@@ -184,7 +185,10 @@ class Srp:
             older = [s for t, s in task.history if t <= world.now_s - lag]
             status = older[-1] if older else "queued"
         world.note(None, f"SRP GET {task.id[:8]} -> {status}")
-        return Response(200, json=self._task_json(task, status))
+        answer = self._task_json(task, status)
+        if world.fault("srp_get_omits_callbacks"):
+            answer["options"].pop("callback_urls")  # an SRP that stops echoing them
+        return Response(200, json=answer)
 
     def _post(self, request: Request) -> Response:
         world = self.world
@@ -228,6 +232,7 @@ class Srp:
             answer("refused", None)
             return Response(400, json={"detail": "input_data is not valid for this collection"})
         task = self._create(request_id, collection_id, token)
+        task.callback_urls = body["render_options"]["callback_urls"]
         if world.fault("srp_create_then_error"):
             code = world.rng.choice((502, 503, 504))
             world.note(None, f"SRP POST {request_id}: created {task.id[:8]}, answers {code}")
@@ -252,7 +257,8 @@ class Srp:
             "id": task.id,
             "status": status,
             "collection": {"name": task.collection_name, "uid": task.collection_id},
-            "options": {"priority": 50},
+            # SRP echoes the callbacks it was given (the seed's GET example shows them).
+            "options": {"priority": 50, "callback_urls": task.callback_urls},
         }
 
     # ---- task progress ------------------------------------------------------------------

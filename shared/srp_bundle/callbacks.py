@@ -198,8 +198,10 @@ class CallbackIngestor:
         if task_id == record.task_id:
             return None
         # SRP echoes the callbacks it was given: ours names the request that posted the task.
+        # Without that proof the task is never adopted (a byte-identical request's task would
+        # pass every other check).
         named = {_request_named_by(callback) for callback in task.options.callback_urls}
-        if task.options.callback_urls and record.request_id not in named:
+        if record.request_id not in named:
             return f"task {task_id} was not posted for request {record.request_id}"
         owner = self.store.find_by_task_id(task_id)
         if owner is not None and owner.request_id != record.request_id:

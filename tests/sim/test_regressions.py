@@ -14,3 +14,19 @@ def test_a_render_srp_never_finishes_fails_once_the_request_is_too_old(seed: int
     result = Simulation(seed, 8, faults={"srp_never_finishes": 0.3}).run()
     assert result.violation is None, f"{result.violation}\n{result.trace[-4000:]}"
     assert result.stats["state_failed"] >= 1
+
+
+def test_a_crossed_callback_never_adopts_a_task_srp_does_not_show_as_this_requests() -> None:
+    # Seed 56046 of the long run: a byte-identical request published twice without a
+    # request_id; SRP's crossed callback named the twin's task, whose POST answer was lost,
+    # and with no callbacks echoed in SRP's answer every other check passed. Before the fix
+    # this seed ended with "2-one-task: 10000008 names task ... of request 10000009".
+    faults = {
+        "srp_cb_crossed": 0.3,
+        "srp_get_omits_callbacks": 0.5,
+        "input_no_request_id": 1.0,
+        "ps_duplicate_publish": 0.5,
+        "srp_lost_answer": 0.5,
+    }
+    result = Simulation(31, 8, faults=faults).run()
+    assert result.violation is None, f"{result.violation}\n{result.trace[-4000:]}"
