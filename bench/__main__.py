@@ -1,7 +1,8 @@
 """The benchmark harness: `.venv/bin/python -m bench [--quick] [--only SECTION ...]`.
 
 Every figure is set against a baseline measured in the same run (the machines are shared
-and noisy; absolute times are only indicative). Sections: cold (cold start per function),
+and noisy; absolute times are only indicative). Sections: json (refusing hostile JSON
+against parsing valid JSON of the same size), cold (cold start per function),
 webhook (ingest_webhook throughput and latency), postprocess (derivatives vs Pillow and
 sharp), media (video poster + preview vs bare ffmpeg), submit (submit_task overhead
 beyond the SRP round trip), e2e (whole local stack: publish -> completed, and billable
@@ -21,7 +22,17 @@ from datetime import UTC, datetime
 
 from bench.common import Emulators, Section
 
-SECTIONS = ("cold", "webhook", "postprocess", "media", "submit", "e2e", "faults", "assets")
+SECTIONS = (
+    "json",
+    "cold",
+    "webhook",
+    "postprocess",
+    "media",
+    "submit",
+    "e2e",
+    "faults",
+    "assets",
+)
 
 
 def log(message: str) -> None:
@@ -97,6 +108,11 @@ def main() -> None:
     quick = args.quick
     started = time.monotonic()
     sections: list[Section] = []
+    if "json" in chosen:
+        from bench import untrusted_json
+
+        log("JSON pre-check on hostile input...")
+        sections.append(untrusted_json.run(repeats=5 if quick else 20, log=log))
     emulators = Emulators()
     try:
         if "cold" in chosen:

@@ -1,8 +1,9 @@
-"""Untrusted JSON, parsed within explicit limits on size and nesting depth.
+"""Untrusted JSON, parsed within explicit limits on size and nesting depth, in linear time.
 
 `json.loads` recurses once per nesting level: a body nested deeply enough raises
 `RecursionError` (a 500, or a crash that Pub/Sub redelivers). The depth is measured
-first, without recursion, so such input is refused as invalid like any other.
+first, without recursion and in one pass over the text, so such input is refused as
+invalid like any other, and no input under the size limit can make the check slow.
 """
 
 from __future__ import annotations
@@ -13,20 +14,30 @@ from typing import Any
 
 from srp_bundle.errors import InvalidMessageError
 
-# A JSON string (escapes included); outside strings, valid JSON has no quote at all.
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+# One token per match, left to right, never re-scanned: a string (escapes included; an
+# unterminated one runs to the end of the text) or a bracket. The string pattern is the
+# unrolled loop `"[^"\\]*(\\.[^"\\]*)*"?` with possessive quantifiers: every character has
+# one way to match and no backtracking state is kept (a plain `*` keeps some per repeat,
+# which made long strings superlinear), and because everything after the opening quote is
+# optional a match never fails and restarts at a later quote (the old `"(?:[^"\\]|\\.)*"`
+# did: an unterminated run of `"\` pairs cost time quadratic in its length).
+_TOKEN = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?|[\[\]{}]', re.DOTALL)
+_OPENING = frozenset("[{")
 
 
 def nesting_depth(text: str, stop_after: int) -> int:
     """How deeply `text` nests arrays and objects, counting stops past `stop_after`."""
     depth = deepest = 0
-    for match in _BRACKET.finditer(_STRING.sub("", text)):
-        if match.group() in "[{":
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        if token in _OPENING:
             depth += 1
-            deepest = max(deepest, depth)
-            if deepest > stop_after:
-                break
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_after:
+                    break
         else:
             depth -= 1
     return deepest
@@ -40,6 +51,11 @@ def parse_json(data: bytes, *, what: str, max_bytes: int, max_depth: int) -> Any
         text = data.decode(json.detect_encoding(data))
     except (UnicodeDecodeError, LookupError) as error:
         raise InvalidMessageError(f"{what} is not JSON: {error}") from None
+    return parse_json_text(text, what=what, max_depth=max_depth)
+
+
+def parse_json_text(text: str, *, what: str, max_depth: int) -> Any:
+    """`parse_json` for text already decoded (and already within its size limit)."""
     if nesting_depth(text, max_depth) > max_depth:
         raise InvalidMessageError(f"{what} nests arrays/objects deeper than {max_depth} levels")
     try:

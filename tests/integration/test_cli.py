@@ -164,13 +164,20 @@ def test_a_bad_input_file_names_each_bad_line_and_publishes_nothing(cli, tmp_pat
         + "\n"
         + json.dumps(colored("#333333", request_id="same"))
         + "\n"
+        # Deep enough for json.loads' RecursionError, and the old depth check's quadratic case.
+        + "[" * 100_000
+        + "\n"
+        + '"\\' * 30_000
+        + "\n"
     )
     code, _, err = run(capsys, "submit", str(jsonl), "--collection-id", SAMPLE_COLLECTION_ID)
     assert code == 2
-    assert f"{jsonl}:2: not JSON" in err
+    assert f"{jsonl}:2: row is not JSON" in err
     assert f"{jsonl}:3: expected a JSON object, got list" in err
     assert f"{jsonl}:4: priority must be an integer" in err
     assert f"{jsonl}:6: request_id 'same' is already used on line 5" in err
+    assert f"{jsonl}:7: row nests arrays/objects deeper than 32 levels" in err
+    assert f"{jsonl}:8: row is not JSON: Unterminated string" in err
     assert "nothing published" in err
     assert "Traceback" not in err
 

@@ -8,6 +8,7 @@ acknowledged (no retry loop) and never reaches SRP.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -73,6 +74,47 @@ def test_a_body_nested_deep_enough_for_a_recursion_error_is_a_400(pipeline) -> N
     assert response.status_code == 400, response.text
     assert "deeper than 16 levels" in response.json()["error"]
     assert _snapshot(pipeline, request_id) == before
+
+
+# 60 KB of `"\` pairs: an unterminated string, under every size limit. The old depth check
+# rescanned it from every quote (tens of seconds, past submit_task's 60 s timeout).
+ESCAPED_QUOTES = b'"\\' * 30_000
+
+
+@pytest.mark.timeout(120)
+def test_a_body_of_escaped_quotes_is_a_prompt_400(pipeline) -> None:
+    request_id, _ = submitted_record(pipeline)
+    before = _snapshot(pipeline, request_id)
+    token = callback_token(WEBHOOK_SECRET, request_id).encode()
+
+    response = _post_raw(pipeline, request_id, ESCAPED_QUOTES, token)
+
+    assert response.status_code == 400, response.text
+    assert "not JSON: Unterminated string" in response.json()["error"]
+    assert _snapshot(pipeline, request_id) == before
+
+
+@pytest.mark.timeout(120)
+def test_a_message_of_escaped_quotes_is_failed_once_and_so_is_its_dead_letter(pipeline) -> None:
+    submit = pipeline.function("submit_task")
+    dead_letter = pipeline.function("record_dead_letter")
+    message_id = f"quotes-{uuid.uuid4().hex[:8]}"
+
+    assert pipeline.deliver(submit, ESCAPED_QUOTES, message_id=message_id).status_code == 200
+    record = pipeline.record(message_id)
+    assert record.state == State.FAILED and record.error["code"] == "invalid_message"
+    assert "Unterminated string" in record.error["message"]
+
+    # Had every delivery timed out, the dead letter would carry the same bytes.
+    response = pipeline.deliver(
+        dead_letter,
+        ESCAPED_QUOTES,
+        message_id=message_id,
+        attributes={"CloudPubSubDeadLetterSourceDeliveryCount": "20"},
+        topic="render-requests-dead-letter",
+    )
+    assert response.status_code == 200, response.text
+    assert pipeline.record(message_id).error == record.error  # already failed: left as it was
 
 
 @pytest.mark.parametrize(

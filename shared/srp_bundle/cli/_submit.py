@@ -27,7 +27,8 @@ from srp_bundle.cli._backend import (
 )
 from srp_bundle.cli._console import Progress, RateLimiter
 from srp_bundle.errors import InvalidMessageError
-from srp_bundle.render_requests import parse_render_request
+from srp_bundle.json_limits import parse_json_text
+from srp_bundle.render_requests import MAX_MESSAGE_DEPTH, parse_render_request
 from srp_bundle.srp_models import encode_json
 
 PUBLISH_TIMEOUT_SECONDS = 60.0
@@ -248,9 +249,11 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any] | str]]
         if not content.strip():
             continue
         try:
-            value = json.loads(content)
-        except ValueError as error:
-            rows.append((line, f"not JSON: {error}"))
+            # The same linear-time depth check as the functions: a hostile file (an asset
+            # pack's manifest, a generated batch) can neither hang nor crash the CLI.
+            value = parse_json_text(content, what="row", max_depth=MAX_MESSAGE_DEPTH)
+        except InvalidMessageError as error:
+            rows.append((line, str(error)))
             continue
         if not isinstance(value, dict):
             rows.append((line, f"expected a JSON object, got {type(value).__name__}"))
