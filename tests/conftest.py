@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 
 # Before anything imports grpc: see local_stack/__init__.py.
@@ -19,11 +20,25 @@ from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
 
 @pytest.fixture(autouse=True)
 def _restore_environment() -> Iterator[None]:
-    """Every test starts from, and leaves, the same os.environ."""
+    """Every test starts from, and leaves, the same os.environ and bundle logging.
+
+    A handler module executed in process (`create_app`) calls `log.configure()`, which
+    would otherwise keep writing to that test's captured stdout and hide later records
+    from `caplog`.
+    """
     saved = dict(os.environ)
+    bundle_logger = logging.getLogger("srp_bundle")
+    handlers, level, propagate = (
+        list(bundle_logger.handlers),
+        bundle_logger.level,
+        bundle_logger.propagate,
+    )
     yield
     os.environ.clear()
     os.environ.update(saved)
+    bundle_logger.handlers[:] = handlers
+    bundle_logger.setLevel(level)
+    bundle_logger.propagate = propagate
 
 
 @pytest.fixture
