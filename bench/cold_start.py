@@ -1,8 +1,8 @@
 """Cold start per function: process start to first 2xx, and import time, against baselines.
 
 Each function gets one "cold request", the cheapest request that makes it build every
-client it uses and answer 2xx; its baseline (bench/baselines/<name>) builds the same Google
-clients at import and does the same kind of I/O for that request:
+client it uses and answer 2xx; its baseline (bench/baselines/<name>_baseline.py) builds the
+same Google clients at import and does the same kind of I/O for that request:
 
 - submit_task: a message that breaks the schema (recorded failed, task.failed published);
 - ingest_webhook: an `in_progress` callback for a submitted record (transaction, event);
@@ -161,7 +161,7 @@ def time_to_first_2xx(name: str, env: dict[str, str], baseline: str | None) -> f
 
 def _import_script(name: str, baseline: bool) -> str:
     if baseline:
-        path = BASELINES_DIR / name / "main.py"
+        path = BASELINES_DIR / f"{name}_baseline.py"
         build = "module.clients()"
     else:
         path = FUNCTIONS_DIR / name / "main.py"
@@ -233,7 +233,7 @@ def run(emulators: Emulators, *, repeats: int, log: Callable[[str], None]) -> Se
     """Measure every function that exists against its baseline, interleaved."""
     section = Section("cold start")
     emulators.start()
-    names = [n for n in available_functions() if (BASELINES_DIR / n / "main.py").exists()]
+    names = [n for n in available_functions() if (BASELINES_DIR / f"{n}_baseline.py").exists()]
     topic = fresh_name("bench-events")
     emulators.create_topic(topic)
     for name in names:

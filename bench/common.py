@@ -138,7 +138,7 @@ def function_process(
         baseline,
         env,
         threads=threads,
-        source=BASELINES_DIR / baseline / "main.py",
+        source=BASELINES_DIR / f"{baseline}_baseline.py",
         signature_type=SIGNATURE_TYPES.get(baseline, "http"),
     )
 

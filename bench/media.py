@@ -1,6 +1,6 @@
 """postprocess_render on video: poster + preview of a 10 s 1080p H.264 render vs bare ffmpeg.
 
-A wrapper around bench/bench_media.py, run in a fresh, small process (a child's peak RSS
+A wrapper around bench/media_worker.py, run in a fresh, small process (a child's peak RSS
 counts its parent's pages until exec, and this harness holds the Google clients).
 """
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from bench import bench_media as video
+from bench import media_worker as video
 from bench.common import Row, Section
 
 

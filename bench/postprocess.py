@@ -1,6 +1,6 @@
 """postprocess_render: ms and peak memory per 2048x2048 render, ours vs Pillow vs sharp.
 
-A wrapper around bench/bench_postprocess.py (each implementation in its own process,
+A wrapper around bench/postprocess_worker.py (each implementation in its own process,
 interleaved rounds). sharp comes from npm: `npm ci` runs in bench/node when its
 node_modules is missing; without npm the sharp rows are skipped with a note.
 """
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from bench import bench_postprocess as images
+from bench import postprocess_worker as images
 from bench.common import Row, Section
 
 

@@ -3,10 +3,10 @@
 Every request is an authenticated `in_progress` callback for its own submitted record,
 so ours does the whole job each time: token check, validation, the transaction (read the
 record, write it and an event-log entry) and the task.status_changed publish. The
-baseline (bench/baselines/minimal_set) gets the same requests and does one Firestore
-`set`; a second baseline (bench/baselines/minimal_transaction) does the irreducible work,
-one transaction (read, write, one log entry) and one awaited publish. All run under
-functions-framework with the same threads, each on a fresh collection; rounds alternate.
+baseline (bench/baselines/minimal_set_baseline.py) gets the same requests and does one
+Firestore `set`; a second baseline (bench/baselines/minimal_transaction_baseline.py) does the
+irreducible work, one transaction (read, write, one log entry) and one awaited publish. All
+run under functions-framework with the same threads, each on a fresh collection; rounds alternate.
 """
 
 from __future__ import annotations

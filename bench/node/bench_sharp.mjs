@@ -1,4 +1,4 @@
-// sharp baseline for bench/bench_postprocess.py: same image, same derivatives, same encoder
+// sharp baseline for bench/postprocess_worker.py: same image, same derivatives, same encoder
 // settings, timed in-process. Prints one JSON line: {"ms": [...], "bytes": {...}}.
 import { readFileSync } from "node:fs";
 import sharp from "sharp";

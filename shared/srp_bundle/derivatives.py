@@ -66,7 +66,7 @@ AVIF_QUALITY = 50
 PNG_COMPRESSION = 6
 ENCODER_EFFORT = 4
 # Rendered scenes are mostly flat colour and smooth gradients: without row filters
-# libpng's output is about 1.5x larger for a similar time (see bench/bench_postprocess.py).
+# libpng's output is about 1.5x larger for a similar time (see bench/postprocess_worker.py).
 PNG_FILTER = "all"
 
 _IHDR_END = 33  # signature (8) + length (4) + "IHDR" (4) + data (13) + CRC (4)
@@ -342,7 +342,7 @@ def _head(source: bytes | str | os.PathLike[str], size: int = 64) -> bytes:
 
 
 def _encoding_cost(spec: DerivativeSpec) -> float:
-    # Relative encoder time per pixel, measured by bench/bench_postprocess.py.
+    # Relative encoder time per pixel, measured by bench/postprocess_worker.py.
     return spec.size * spec.size * _RELATIVE_ENCODER_COST[spec.image_format]
 
 

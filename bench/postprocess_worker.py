@@ -10,7 +10,7 @@ from the same PNG bytes, with the same encoder settings (srp_bundle.derivatives)
 Each implementation runs in its own subprocess (peak memory is that process's ru_maxrss,
 interpreter included), in interleaved rounds so a noisy neighbour hurts all alike.
 
-    .venv/bin/python bench/bench_postprocess.py [--rounds 3] [--runs 4] [--specs ...]
+    .venv/bin/python bench/postprocess_worker.py [--rounds 3] [--runs 4] [--specs ...]
 
 sharp needs `npm install` in bench/node first; without it its rows are skipped.
 """

@@ -1,6 +1,6 @@
 """POST throughput of httpx.Client vs requests.Session against one local keep-alive server.
 
-Usage: .venv/bin/python bench/bench_http_client.py [--requests 3000] [--rounds 5]
+Usage: .venv/bin/python bench/http_client.py [--requests 3000] [--rounds 5]
 
 The server runs in its own process (so it does not share the clients' GIL) and answers every
 request with a fixed 201 JSON body over HTTP/1.1 keep-alive, so the numbers measure the

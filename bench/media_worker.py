@@ -1,6 +1,6 @@
 """Video post-processing: poster + preview of a 10 s 1080p H.264 render, ours vs bare ffmpeg.
 
-Run by bench/media.py in a fresh process (`python bench/bench_media.py --rounds 3 --json`).
+Run by bench/media.py in a fresh process (`python bench/media_worker.py --rounds 3 --json`).
 Each round times, in alternating order and each in its own worker process:
 
 - ours: `render_outputs.process_output_file` on the MP4 with the default specs
