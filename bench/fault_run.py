@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import SAMPLE_COLLECTION_ID, Row, Section, fresh_name
-from local_stack.bridge import RetryPolicy
+from local_stack.bridge import BackoffPolicy
 from local_stack.fault_run import (
     FAULT_RUN_ENV,
     FIRESTORE_FAULTS,
@@ -60,7 +60,7 @@ def _config(faults: bool) -> StackConfig:
             else None
         ),
         max_delivery_attempts=20,
-        retry=RetryPolicy(0.2, 5.0),
+        retry=BackoffPolicy(0.2, 5.0),
         function_env=FAULT_RUN_ENV if faults else {},
     )
 

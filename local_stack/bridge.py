@@ -65,7 +65,7 @@ class Route:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class BackoffPolicy:
     """Exponential backoff between a failed attempt and the next, as a subscription's policy."""
 
     minimum_backoff: float = 1.0
@@ -79,7 +79,7 @@ class RetryPolicy:
 
 
 @dataclass
-class _Delivery:
+class _HeldMessage:
     """A pulled message the bridge holds until it is acked or dead-lettered."""
 
     route: _RouteRunner
@@ -154,7 +154,7 @@ class _RouteRunner:
             for item in received:
                 message = item.message
                 deliveries.append(
-                    _Delivery(
+                    _HeldMessage(
                         route=self,
                         ack_id=item.ack_id,
                         message_id=message.message_id,
@@ -167,7 +167,7 @@ class _RouteRunner:
             for delivery in deliveries:
                 self.submit(delivery)
 
-    def submit(self, delivery: _Delivery) -> None:
+    def submit(self, delivery: _HeldMessage) -> None:
         with self.bridge.lock:
             self.in_flight += 1
         try:
@@ -176,7 +176,7 @@ class _RouteRunner:
             with self.bridge.lock:
                 self.in_flight -= 1
 
-    def attempt(self, delivery: _Delivery) -> None:
+    def attempt(self, delivery: _HeldMessage) -> None:
         try:
             self.bridge.attempt(delivery)
         except Exception:  # a bug here must not kill the worker or lose the message
@@ -194,7 +194,7 @@ class Bridge:
         self,
         routes: Sequence[Route],
         *,
-        retry: RetryPolicy | None = None,
+        retry: BackoffPolicy | None = None,
         concurrency: int = 4,
         http_timeout: float = 60.0,
         lease_seconds: int = 60,
@@ -203,7 +203,7 @@ class Bridge:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or BackoffPolicy()
         self.http_timeout = http_timeout
         # Deadlines are extended well before they lapse: every third of the lease.
         self.lease_seconds = max(10, lease_seconds)
@@ -214,8 +214,8 @@ class Bridge:
         self.counters: Counter[str] = Counter()
         self.records: list[DeliveryRecord] = []
         self._runners = [_RouteRunner(self, route, concurrency) for route in routes]
-        self._held: dict[tuple[str, str], _Delivery] = {}
-        self._retry_heap: list[tuple[float, int, _Delivery]] = []
+        self._held: dict[tuple[str, str], _HeldMessage] = {}
+        self._retry_heap: list[tuple[float, int, _HeldMessage]] = []
         self._retry_order = itertools.count()
         self._retry_wakeup = threading.Condition(self.lock)
         self._http = httpx.Client(
@@ -327,7 +327,7 @@ class Bridge:
 
     # -- delivery ----------------------------------------------------------------------
 
-    def hold(self, deliveries: Iterable[_Delivery]) -> None:
+    def hold(self, deliveries: Iterable[_HeldMessage]) -> None:
         """Take over pulled messages: extend their deadlines at once, then keep them leased."""
         batch = list(deliveries)
         with self.lock:
@@ -341,7 +341,7 @@ class Bridge:
                 self._held[key] = delivery
         self._modify_deadlines(batch, self.lease_seconds)
 
-    def attempt(self, delivery: _Delivery) -> None:
+    def attempt(self, delivery: _HeldMessage) -> None:
         """POST one delivery; ack, retry later or dead-letter according to the answer."""
         route = delivery.route
         try:
@@ -391,14 +391,14 @@ class Bridge:
             self.counters["retried"] += 1
         self.schedule_retry(delivery)
 
-    def schedule_retry(self, delivery: _Delivery) -> None:
+    def schedule_retry(self, delivery: _HeldMessage) -> None:
         """Try the delivery again after the policy's backoff (the message stays leased)."""
         due = time.monotonic() + self.retry.delay(max(1, delivery.attempts))
         with self._retry_wakeup:
             heapq.heappush(self._retry_heap, (due, next(self._retry_order), delivery))
             self._retry_wakeup.notify()
 
-    def _cloud_event(self, delivery: _Delivery) -> tuple[dict[str, str], bytes] | None:
+    def _cloud_event(self, delivery: _HeldMessage) -> tuple[dict[str, str], bytes] | None:
         route = delivery.route
         if route.route.kind == "gcs":
             bucket = route.route.bucket
@@ -417,7 +417,7 @@ class Bridge:
             publish_time=delivery.publish_time,
         )
 
-    def _dead_letter(self, delivery: _Delivery) -> None:
+    def _dead_letter(self, delivery: _HeldMessage) -> None:
         route = delivery.route
         topic = route.route.dead_letter_topic
         assert topic is not None
@@ -443,7 +443,7 @@ class Bridge:
         )
         self._finish(delivery, "dead_lettered")
 
-    def _finish(self, delivery: _Delivery, outcome: str) -> None:
+    def _finish(self, delivery: _HeldMessage, outcome: str) -> None:
         route = delivery.route
         try:
             self.subscriber.acknowledge(
@@ -482,7 +482,7 @@ class Bridge:
                 held = list(self._held.values())
             self._modify_deadlines(held, self.lease_seconds)
 
-    def _modify_deadlines(self, deliveries: Sequence[_Delivery], seconds: int) -> None:
+    def _modify_deadlines(self, deliveries: Sequence[_HeldMessage], seconds: int) -> None:
         by_subscription: dict[str, list[str]] = {}
         for delivery in deliveries:
             by_subscription.setdefault(delivery.route.route.subscription, []).append(
@@ -500,6 +500,6 @@ class Bridge:
             except api_exceptions.GoogleAPICallError as error:
                 logger.warning("extending deadlines on %s failed: %s", subscription, error)
 
-    def _nack(self, deliveries: Sequence[_Delivery]) -> None:
+    def _nack(self, deliveries: Sequence[_HeldMessage]) -> None:
         # Deadline 0: Pub/Sub may hand these to the next subscriber right away.
         self._modify_deadlines(deliveries, 0)

@@ -24,7 +24,7 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore, pubsub_v1, storage
 
-from local_stack.bridge import Bridge, RetryPolicy, Route
+from local_stack.bridge import BackoffPolicy, Bridge, Route
 from local_stack.emulators import (
     FirestoreEmulator,
     GcsEmulator,
@@ -68,7 +68,7 @@ class StackConfig:
     firestore_faults: Mapping[str, Any] | None = None
     # Eventarc and the render-requests subscription's retry and dead-letter policy.
     max_delivery_attempts: int = 5
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(0.5, 10.0))
+    retry: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(0.5, 10.0))
     bridge_concurrency: int = 4
     function_threads: int = 8
     # Which functions to run (None: every functions/<name>/main.py) and extra settings.

@@ -24,7 +24,7 @@ class CallbackSpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class CallbackTarget:
+class CallbackDestination:
     """Where and how to deliver one callback: the normalised form of a seed entry."""
 
     url: str
@@ -33,7 +33,7 @@ class CallbackTarget:
     data: tuple[tuple[str, Any], ...] = ()
 
 
-def parse_callback_urls(raw: Any) -> list[CallbackTarget]:
+def parse_callback_urls(raw: Any) -> list[CallbackDestination]:
     """Accept a string, a dict, or a list of strings and dicts; raise CallbackSpecError."""
     field_path = "render_options.callback_urls"
     if raw is None:
@@ -45,9 +45,9 @@ def parse_callback_urls(raw: Any) -> list[CallbackTarget]:
     return [_parse_entry(entry, f"{field_path}[{index}]") for index, entry in enumerate(raw)]
 
 
-def _parse_entry(entry: Any, field_path: str) -> CallbackTarget:
+def _parse_entry(entry: Any, field_path: str) -> CallbackDestination:
     if isinstance(entry, str):
-        return CallbackTarget(url=_checked_url(entry, field_path))
+        return CallbackDestination(url=_checked_url(entry, field_path))
     if not isinstance(entry, dict):
         raise CallbackSpecError(field_path, "must be a URL string or an object with 'url'")
     if "url" not in entry:
@@ -65,7 +65,7 @@ def _parse_entry(entry: Any, field_path: str) -> CallbackTarget:
     data = entry.get("data") or {}
     if not isinstance(data, dict):
         raise CallbackSpecError(f"{field_path}.data", "must be a JSON object")
-    return CallbackTarget(
+    return CallbackDestination(
         url=_checked_url(entry["url"], f"{field_path}.url"),
         method=method.upper(),
         headers=tuple(headers.items()),
@@ -121,7 +121,7 @@ class CallbackSender:
         """Release the HTTP connections."""
         self._client.close()
 
-    def deliver(self, target: CallbackTarget, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    def deliver(self, target: CallbackDestination, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Deliver until a 2xx answer or the attempts run out; return one record per attempt."""
         # The service's own fields win over `data`: a producer cannot forge the status.
         body = {**dict(target.data), **payload}

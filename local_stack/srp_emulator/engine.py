@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from local_stack.srp_emulator.callbacks import (
+    CallbackDestination,
     CallbackSender,
     CallbackSpecError,
-    CallbackTarget,
     DeliveryPolicy,
     callback_payload,
     parse_callback_urls,
@@ -91,7 +91,7 @@ class Task:
     render_input: dict[str, str]  # validated and normalised
     priority: int
     callback_urls: list[Any]  # verbatim entries, as submitted
-    targets: list[CallbackTarget]
+    targets: list[CallbackDestination]
     created_by: dict[str, Any]
     tags: list[str]
     creation_date: datetime
@@ -494,7 +494,7 @@ class Engine:
         self,
         task: Task,
         announcement: _Announcement,
-        target: CallbackTarget,
+        target: CallbackDestination,
         attempts: list[dict[str, Any]],
         fault: str | None,
     ) -> None:

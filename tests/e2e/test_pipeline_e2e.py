@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from local_stack.bridge import RetryPolicy
+from local_stack.bridge import BackoffPolicy
 from local_stack.emulators import FirestoreControl
 from local_stack.fault_run import (
     FAULT_RUN_ENV,
@@ -52,7 +52,7 @@ def _start_stack(**overrides: Any) -> LocalStack:
         "srp_parallel": 4,
         "srp_queue_seconds": 0.05,
         "srp_render_seconds": 0.1,
-        "retry": RetryPolicy(0.2, 2.0),
+        "retry": BackoffPolicy(0.2, 2.0),
     }
     return LocalStack(StackConfig(**{**settings, **overrides})).start()
 

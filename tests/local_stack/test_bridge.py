@@ -19,8 +19,8 @@ from google.cloud import pubsub_v1, storage
 from local_stack.bridge import (
     DEAD_LETTER_DELIVERY_COUNT,
     DEAD_LETTER_SUBSCRIPTION,
+    BackoffPolicy,
     Bridge,
-    RetryPolicy,
     Route,
 )
 from local_stack.cloudevents import storage_event_from_notification
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cloudevents"
 ECHO_SOURCE = Path(__file__).resolve().parent / "echo_function" / "main.py"
-FAST_RETRY = RetryPolicy(minimum_backoff=0.05, maximum_backoff=0.2)
+FAST_RETRY = BackoffPolicy(minimum_backoff=0.05, maximum_backoff=0.2)
 RFC3339_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
