@@ -158,7 +158,7 @@ def dead_letter_keyed_by_its_own_id() -> Iterator[None]:
 def dead_letter_decides_outside_the_transaction() -> Iterator[None]:
     """Issue 14 hole 4 re-planted: read the record, then fail it without re-checking."""
     from srp_bundle import dead_letters
-    from srp_bundle.events import publish_transition
+    from srp_bundle.outbox import apply_and_publish
     from srp_bundle.task_state import TaskFailed
 
     if not hasattr(dead_letters, "_original_request_id"):
@@ -172,8 +172,9 @@ def dead_letter_decides_outside_the_transaction() -> Iterator[None]:
         record = store.get(request_id)
         if record is None or record.task_id is not None or record.is_terminal:
             return original(store, publisher, message)
-        transition = store.apply(request_id, TaskFailed("dead_lettered", "gave up"))
-        publish_transition(store, publisher, request_id, transition.events)
+        transition = apply_and_publish(
+            store, publisher, request_id, TaskFailed("dead_lettered", "gave up")
+        )
         return transition.record
 
     with _patched(dead_letters, "record_dead_letter", record_dead_letter):

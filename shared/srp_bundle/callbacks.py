@@ -21,9 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from srp_bundle.callback_auth import CALLBACK_METHOD, REQUEST_ID_PARAM, token_is_valid
 from srp_bundle.errors import InvalidMessageError, SrpError, SrpNotFoundError
-from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.events import EventPublisher
 from srp_bundle.json_limits import parse_json
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.outbox import apply_and_publish
 from srp_bundle.render_paths import check_output_files
 from srp_bundle.settings import Settings
 from srp_bundle.srp_models import CallbackUrl, SrpCallback, SrpTask, parse_callback
@@ -120,10 +121,11 @@ class CallbackIngestor:
         )
         received = {"kind": "callback", "payload": json.loads(body)}
         try:
-            transition = self.store.apply(request_id, change, received=received)
+            transition = apply_and_publish(
+                self.store, self.publisher, request_id, change, received=received
+            )
         except RecordNotFoundError:
             return Reply(404, {"error": f"no render request {request_id!r}"})
-        publish_transition(self.store, self.publisher, request_id, transition.events)
         record = transition.record
         logger.info(
             "callback %s: state %s",

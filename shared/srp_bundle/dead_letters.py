@@ -8,8 +8,9 @@ record is found by the digest of the message data, so no second record is ever c
 from __future__ import annotations
 
 from srp_bundle.cloudevents import PubsubMessage
-from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.outbox import apply_and_publish
 from srp_bundle.render_requests import message_digest, requested_id
 from srp_bundle.task_state import DeadLettered, State, TaskRecord, utc_now
 from srp_bundle.task_store import TaskStore
@@ -32,14 +33,15 @@ def record_dead_letter(
             SOURCE_SUBSCRIPTION_ATTRIBUTE, "the render-requests subscription"
         ),
     )
-    transition = store.apply(
+    transition = apply_and_publish(
+        store,
+        publisher,
         request_id,
         change,
         received={"kind": "dead_letter", "attempts": change.attempts, "at": utc_now()},
         # Never seen by submit_task (every delivery failed before the record was written).
         create=TaskRecord(request_id=request_id, collection_id="", message_digest=digest),
     )
-    publish_transition(store, publisher, request_id, transition.events)
     record = transition.record
     if record.state == State.FAILED and transition.changed:
         logger.warning(

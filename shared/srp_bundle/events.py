@@ -1,10 +1,7 @@
 """Outgoing events on `EVENTS_TOPIC`: JSON data, the fixed `type` attribute, an `event_id`.
 
-Events are decided inside the record's transaction and written to the outbox in that same
-transaction; they are published after the commit and then deleted from the outbox. If an
-invocation dies in between, reconciliation publishes them again with the same `event_id`.
-An event Pub/Sub can never take is parked (`<TASKS_COLLECTION>_outbox_parked`, with the
-reason) instead of blocking the events behind it.
+The state machine (`task_state`) decides which events a change causes; `outbox` writes
+them in the record's transaction and has them published here after the commit.
 """
 
 from __future__ import annotations
@@ -12,17 +9,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from google.api_core.exceptions import InvalidArgument
-from google.cloud.pubsub_v1 import PublisherClient
 
-from srp_bundle.log import bind, get_logger, log_fields
-from srp_bundle.task_store import TaskStore
+from srp_bundle.log import get_logger, log_fields
+
+if TYPE_CHECKING:
+    from google.cloud.pubsub_v1 import PublisherClient
 
 logger = get_logger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 30.0
+
+
+class EventType(StrEnum):
+    """The fixed `type` attribute values of outgoing events."""
+
+    TASK_SUBMITTED = "task.submitted"
+    TASK_STATUS_CHANGED = "task.status_changed"
+    TASK_FAILED = "task.failed"
+    RENDER_COMPLETED = "render.completed"
 
 
 @dataclass
@@ -79,35 +86,3 @@ class EventPublisher:
 
 # What Pub/Sub (or its client) refuses for the message itself: publishing it again cannot help.
 _REFUSED = (InvalidArgument, ValueError, TypeError)
-
-
-def publish_transition(
-    store: TaskStore, publisher: EventPublisher, request_id: str, events: list[dict[str, Any]]
-) -> None:
-    """Publish the events one transition decided, then delete them from the outbox.
-
-    Only this transition's own events: a concurrent invocation never publishes them, so
-    normal operation publishes each event once.
-    """
-    if events:
-        with bind(request_id=request_id):
-            _settle(store, publisher.publish(events))
-
-
-def republish_pending(store: TaskStore, publisher: EventPublisher, decided_before: datetime) -> int:
-    """Publish events whose publisher died after the commit; return how many."""
-    events = store.pending_events(decided_before, limit=500)
-    if events:
-        _settle(store, publisher.publish(events))
-    return len(events)
-
-
-def _settle(store: TaskStore, outcome: PublishOutcome) -> None:
-    """Drop published events from the outbox, park refused ones, then raise a transient error."""
-    store.confirm_published(outcome.published)
-    if outcome.refused:
-        for event_id, reason in outcome.refused.items():
-            logger.error("event parked: %s", reason, extra=log_fields(event_id=event_id))
-        store.park_events(outcome.refused)
-    if outcome.transient is not None:
-        raise outcome.transient

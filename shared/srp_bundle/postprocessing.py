@@ -40,8 +40,9 @@ from srp_bundle.derivative_store import (
     store_derivatives,
 )
 from srp_bundle.errors import ImageRejectedError, RenderPathRejectedError
-from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.outbox import apply_and_publish
 from srp_bundle.render_outputs import Limits, ProcessedFile, process_output_file
 from srp_bundle.settings import Settings
 from srp_bundle.task_state import DerivativesReady, TaskRecord, missing_outputs
@@ -275,8 +276,9 @@ class RenderPostprocessor:
             raise LookupError(f"no result stored for {target.object_name}")
         record = self.store.find_by_task_id(target.task_id)
         if record is not None:
-            transition = self.store.apply(record.request_id, stored.record_change())
-            publish_transition(self.store, self.publisher, record.request_id, transition.events)
+            transition = apply_and_publish(
+                self.store, self.publisher, record.request_id, stored.record_change()
+            )
             record = transition.record
         else:
             logger.info(

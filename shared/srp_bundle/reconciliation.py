@@ -18,16 +18,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
-from srp_bundle.events import EventPublisher, publish_transition, republish_pending
+from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
+from srp_bundle.outbox import apply_and_publish, republish_pending
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
 from srp_bundle.task_state import (
     Clock,
+    NoNews,
+    PostprocessRedriven,
     SrpStatusReported,
     State,
     TaskFailed,
@@ -122,22 +124,24 @@ class Reconciler:
         try:
             task = self.srp.get_task(record.task_id)
         except SrpNotFoundError:
-            transition = self.store.apply(
+            transition = apply_and_publish(
+                self.store,
+                self.publisher,
                 record.request_id,
                 TaskFailed("srp_task_missing", f"SRP has no task {record.task_id}"),
                 received={"kind": "reconcile", "status": "not_found"},
             )
-            publish_transition(self.store, self.publisher, record.request_id, transition.events)
             return "failed"
         # GET does not list output files (a render may be a PNG, a video, a sound, a model):
         # without them, the first file post-processed completes the request, unless SRP's
         # done callback still brings the list (see task_state).
-        transition = self.store.apply(
+        transition = apply_and_publish(
+            self.store,
+            self.publisher,
             record.request_id,
             SrpStatusReported(record.task_id, task.status, (), source="reconcile"),
             received={"kind": "reconcile", "status": task.status},
         )
-        publish_transition(self.store, self.publisher, record.request_id, transition.events)
         if self._never_finished(transition.record, task.status, self.clock()):
             return "failed"
         if not transition.changed:
@@ -157,8 +161,9 @@ class Reconciler:
             f"SRP has not finished task {record.task_id} (status {status[:64]!r}) within"
             f" MAX_REQUEST_AGE_SECONDS={self.settings.max_request_age_seconds} ({age:.0f}s)"
         )
-        transition = self.store.apply(record.request_id, TaskFailed("render_timeout", reason))
-        publish_transition(self.store, self.publisher, record.request_id, transition.events)
+        apply_and_publish(
+            self.store, self.publisher, record.request_id, TaskFailed("render_timeout", reason)
+        )
         return True
 
     def _redrive(self, record: TaskRecord) -> str:
@@ -177,7 +182,7 @@ class Reconciler:
             return "unchanged"
         if record.redriven_at is None:
             # Marked first: a re-drive that crashes half-way is not repeated forever.
-            self._mark_redriven(record.request_id, now)
+            self.store.apply(record.request_id, PostprocessRedriven())
             found = self.redrive_postprocessing(record) if self.redrive_postprocessing else 0
             logger.warning(
                 "post-processing re-driven past the deadline: %d of %d missing files found",
@@ -194,31 +199,18 @@ class Reconciler:
             f"post-processing did not finish within {deadline.total_seconds():.0f} s of SRP's "
             f"done, even after a re-drive; missing: {missing}"
         )
-        transition = self.store.apply(
+        apply_and_publish(
+            self.store,
+            self.publisher,
             record.request_id,
             TaskFailed("postprocess_deadline", reason),
             received={"kind": "reconcile", "status": "postprocess_deadline"},
         )
-        publish_transition(self.store, self.publisher, record.request_id, transition.events)
         return "failed"
-
-    def _mark_redriven(self, request_id: str, now: datetime) -> None:
-        def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
-            if record is None or record.state != State.RENDERED:
-                return None, []
-            record.redriven_at = now
-            missing = missing_outputs(record)
-            return record, [{"kind": "postprocess_redriven", "at": now, "missing": missing}]
-
-        self.store.update(request_id, decide)
 
     def _touch(self, request_id: str) -> None:
         """Move a record that had no news to the back of the queue, so others get their turn."""
-
-        def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
-            return (record, []) if record is not None and not record.is_terminal else (None, [])
-
-        self.store.update(request_id, decide)
+        self.store.apply(request_id, NoNews())
 
 
 _COUNT_NAMES = (

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -25,8 +25,9 @@ from srp_bundle.callback_auth import our_callback
 from srp_bundle.callback_policy import check_producer_callbacks
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
-from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.events import EventPublisher
 from srp_bundle.log import bind, get_logger, log_fields
+from srp_bundle.outbox import apply_and_publish, publish_transition
 from srp_bundle.render_requests import (
     RenderRequest,
     message_digest,
@@ -38,16 +39,28 @@ from srp_bundle.srp_client import SrpClient
 from srp_bundle.srp_models import RawJson, callback_url_to_json, parse_callback_urls
 from srp_bundle.task_state import (
     Clock,
+    LeaseReleased,
+    LeaseRequested,
+    LeaseVerdict,
     State,
+    SubmitOutcomeUnknown,
     TaskFailed,
     TaskRecord,
     TaskSubmitted,
+    Transition,
     advance,
     utc_now,
 )
 from srp_bundle.task_store import TaskStore
 
 logger = get_logger(__name__)
+# Why a delivery that may not POST now is retried later (raise: Pub/Sub redelivers).
+_DEFERRED = {
+    LeaseVerdict.HELD: "another delivery of this request is submitting it now",
+    LeaseVerdict.AWAITING_SRP: (
+        "an earlier POST may have created the task; waiting for SRP's callback"
+    ),
+}
 
 
 class Outcome(StrEnum):
@@ -57,12 +70,6 @@ class Outcome(StrEnum):
     ALREADY_SUBMITTED = "already_submitted"
     ALREADY_FINAL = "already_final"
     FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class _Claim:
-    outcome: Outcome | None
-    record: TaskRecord | None
 
 
 class SubmissionDeferredError(BundleError):
@@ -113,14 +120,14 @@ class Submitter:
             return self._reject(message, error, now)
         with bind(request_id=request.request_id):
             attempt = uuid.uuid4().hex
-            too_old = self._too_old(message, now)
             claim = self._claim(
-                request, attempt, expired=too_old is not None, digest=message_digest(message.data)
+                request,
+                attempt,
+                expired=self._too_old(message, now),
+                digest=message_digest(message.data),
             )
-            if claim.outcome is not None:
-                return SubmissionResult(claim.outcome, claim.record)
-            if too_old is not None:
-                return self._fail_request(request.request_id, "request_expired", too_old)
+            if claim.lease != LeaseVerdict.TAKEN:
+                return self._declined(claim)
             return self._post(request, attempt)
 
     def resubmit(self, record: TaskRecord) -> SubmissionResult:
@@ -132,14 +139,13 @@ class Submitter:
             reason = f"the stored request can never be sent: {error}"
             return self._fail_request(record.request_id, error.code, reason)
         age = (now - record.created_at).total_seconds()
-        expired = age > self.settings.max_request_age_seconds
+        expired = None
+        if age > self.settings.max_request_age_seconds:
+            expired = f"never submitted within MAX_REQUEST_AGE_SECONDS ({age:.0f}s old)"
         attempt = uuid.uuid4().hex
         claim = self._claim(request, attempt, expired=expired)
-        if claim.outcome is not None:
-            return SubmissionResult(claim.outcome, claim.record)
-        if expired:
-            reason = f"never submitted within MAX_REQUEST_AGE_SECONDS ({age:.0f}s old)"
-            return self._fail_request(request.request_id, "request_expired", reason)
+        if claim.lease != LeaseVerdict.TAKEN:
+            return self._declined(claim)
         try:
             # A record written before this policy existed is held to it too.
             check_producer_callbacks(
@@ -153,52 +159,30 @@ class Submitter:
     # ---- steps ------------------------------------------------------------------------
 
     def _claim(
-        self, request: RenderRequest, attempt: str, *, expired: bool, digest: str | None = None
-    ) -> _Claim:
-        """Create the record or take its lease; say why not when this delivery must not POST."""
-        verdict: dict[str, Any] = {}
-
-        def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
-            verdict.clear()
-            now = self.clock()  # the lease runs from when it is taken (retries included)
-            if record is not None and record.task_id is None and not record.is_terminal and expired:
-                return None, []  # the caller records the expiry
-            if record is None:
-                record = _new_record(request, now, digest)
-                log: list[dict[str, Any]] = [{"kind": "received", "request": _request_log(request)}]
-            elif record.task_id is not None:
-                verdict["outcome"] = Outcome.ALREADY_SUBMITTED
-                return None, []
-            elif record.is_terminal:
-                verdict["outcome"] = Outcome.ALREADY_FINAL
-                return None, []
-            elif record.lease_expires_at is not None and record.lease_expires_at > now:
-                verdict["defer"] = "another delivery of this request is submitting it now"
-                return None, []
-            elif record.ambiguous_submit_at is not None and now < (
-                record.ambiguous_submit_at
-                + timedelta(seconds=self.settings.ambiguous_submit_wait_seconds)
-            ):
-                verdict["defer"] = (
-                    "an earlier POST may have created the task; waiting for SRP's callback"
-                )
-                return None, []
-            else:
-                log = []
-            record.lease_owner = attempt
-            record.lease_expires_at = now + timedelta(seconds=self.lease_seconds)
-            record.submit_attempts += 1
-            # Intent, recorded before the POST: if its outcome is never recorded (the answer
-            # lost, or the write after it failed), the POST already counts as ambiguous.
-            record.ambiguous_submit_at = now
-            record.unconfirmed_submissions += 1
-            log.append({"kind": "submit_attempt", "attempt": record.submit_attempts})
-            return record, log
-
-        record = self.store.update(request.request_id, decide)
-        if "defer" in verdict:
-            raise SubmissionDeferredError(f"{request.request_id}: {verdict['defer']}")
-        return _Claim(verdict.get("outcome"), record)
+        self,
+        request: RenderRequest,
+        attempt: str,
+        *,
+        expired: str | None,
+        digest: str | None = None,
+    ) -> Transition:
+        """Create the record or take its lease (the state machine decides which); defer if held."""
+        now = self.clock()
+        transition = self.store.apply(
+            request.request_id,
+            LeaseRequested(
+                attempt,
+                lease_seconds=self.lease_seconds,
+                ambiguous_wait_seconds=self.settings.ambiguous_submit_wait_seconds,
+                expired_reason=expired,
+            ),
+            create=_new_record(request, now, digest),
+            log_if_created=[{"kind": "received", "request": _request_log(request)}],
+        )
+        if transition.lease in _DEFERRED:
+            raise SubmissionDeferredError(f"{request.request_id}: {_DEFERRED[transition.lease]}")
+        publish_transition(self.store, self.publisher, request.request_id, transition.events)
+        return transition
 
     def _post(self, request: RenderRequest, attempt: str) -> SubmissionResult:
         webhook_url = self.settings.require(self.settings.webhook_url, "WEBHOOK_URL")
@@ -225,12 +209,13 @@ class Submitter:
                 request.request_id, error.code, f"the request cannot be sent: {error}"
             )
 
-        transition = self.store.apply(
+        transition = apply_and_publish(
+            self.store,
+            self.publisher,
             request.request_id,
             TaskSubmitted(task.id, task.status),
             received={"kind": "srp_task_created", "task_id": task.id, "status": task.status},
         )
-        publish_transition(self.store, self.publisher, request.request_id, transition.events)
         logger.info("submitted to SRP", extra=log_fields(task_id=task.id, srp_status=task.status))
         return SubmissionResult(Outcome.SUBMITTED, transition.record)
 
@@ -238,23 +223,23 @@ class Submitter:
         self, request_id: str, attempt: str, error: BundleError, *, ambiguous: bool
     ) -> None:
         """Give the lease back after a failed POST; settle its intent if it created nothing."""
+        kind = SubmitOutcomeUnknown if ambiguous else LeaseReleased
+        self.store.apply(request_id, kind(attempt, error.code, str(error)))
 
-        def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
-            if record is None or record.lease_owner != attempt or record.task_id is not None:
-                return None, []
-            record.lease_owner = None
-            record.lease_expires_at = None
-            record.last_error = {"code": error.code, "message": str(error)}
-            if ambiguous:
-                record.ambiguous_submit_at = self.clock()  # the wait starts now
-            else:
-                record.ambiguous_submit_at = None
-                record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
-            return record, [
-                {"kind": "submit_interrupted", "ambiguous": ambiguous, **record.last_error}
-            ]
-
-        self.store.update(request_id, decide)
+    def _declined(self, claim: Transition) -> SubmissionResult:
+        """What a delivery that may not POST achieved."""
+        if claim.lease == LeaseVerdict.EXPIRED:
+            if claim.changed:
+                logger.warning(
+                    "render request failed: %s",
+                    (claim.record.error or {}).get("message"),
+                    extra=log_fields(error_code="request_expired"),
+                )
+                return SubmissionResult(Outcome.FAILED, claim.record)
+            return SubmissionResult(Outcome.ALREADY_FINAL, claim.record)
+        if claim.lease == LeaseVerdict.ALREADY_SUBMITTED:
+            return SubmissionResult(Outcome.ALREADY_SUBMITTED, claim.record)
+        return SubmissionResult(Outcome.ALREADY_FINAL, claim.record)
 
     # ---- permanent failures -------------------------------------------------------------
 
@@ -286,10 +271,11 @@ class Submitter:
 
     def _fail_request(self, request_id: str, code: str, reason: str) -> SubmissionResult:
         """Mark a claimed request failed and publish task.failed."""
-        transition = self.store.apply(request_id, TaskFailed(code, reason))
+        transition = apply_and_publish(
+            self.store, self.publisher, request_id, TaskFailed(code, reason)
+        )
         if not transition.changed:
             return SubmissionResult(Outcome.ALREADY_FINAL, transition.record)
-        publish_transition(self.store, self.publisher, request_id, transition.events)
         logger.warning(
             "render request failed: %s",
             reason,

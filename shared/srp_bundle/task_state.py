@@ -19,9 +19,11 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from srp_bundle.events import EventType
 
 # Per record: duplicate task ids kept, and event-log entries written (the rest are counted).
 MAX_LIST_ENTRIES = 200
@@ -68,15 +70,6 @@ _STATUS_TO_STATE = {
     "cancelled": State.FAILED,
     "rejected": State.FAILED,
 }
-
-
-class EventType(StrEnum):
-    """The fixed `type` attribute values of outgoing events."""
-
-    TASK_SUBMITTED = "task.submitted"
-    TASK_STATUS_CHANGED = "task.status_changed"
-    TASK_FAILED = "task.failed"
-    RENDER_COMPLETED = "render.completed"
 
 
 def state_for_status(status: str) -> State | None:
@@ -254,7 +247,74 @@ class DeadLettered:
     source: str
 
 
-Change = TaskSubmitted | SrpStatusReported | DerivativesReady | TaskFailed | DeadLettered
+@dataclass(frozen=True)
+class LeaseRequested:
+    """A delivery asks to POST the request to SRP: take the lease, recording the POST's intent.
+
+    The intent (`ambiguous_submit_at`, one more `unconfirmed_submissions`) is written before
+    the POST: if its outcome is never recorded (the answer lost, or the write after it
+    failed), the POST already counts as one that may have created a task. With
+    `expired_reason`, a request without a task is failed `request_expired` instead.
+    """
+
+    attempt: str
+    lease_seconds: float
+    ambiguous_wait_seconds: float
+    expired_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseReleased:
+    """The POST failed and created nothing (a 4xx, or never sent): lease back, intent settled."""
+
+    attempt: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SubmitOutcomeUnknown:
+    """The POST may have created the task (its answer lost, a 5xx): lease back, and the
+    ambiguity wait starts now, for SRP's callback to name the task."""
+
+    attempt: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PostprocessRedriven:
+    """Reconcile re-drove post-processing of a `rendered` request from the renders bucket."""
+
+
+@dataclass(frozen=True)
+class NoNews:
+    """Reconcile looked at a record and learned nothing: it goes to the back of the queue."""
+
+
+Change = (
+    TaskSubmitted
+    | SrpStatusReported
+    | DerivativesReady
+    | TaskFailed
+    | DeadLettered
+    | LeaseRequested
+    | LeaseReleased
+    | SubmitOutcomeUnknown
+    | PostprocessRedriven
+    | NoNews
+)
+
+
+class LeaseVerdict(StrEnum):
+    """What a `LeaseRequested` change decided for the delivery that asked."""
+
+    TAKEN = "taken"  # this delivery may POST now
+    ALREADY_SUBMITTED = "already_submitted"
+    ALREADY_FINAL = "already_final"
+    HELD = "held"  # another delivery holds the lease
+    AWAITING_SRP = "awaiting_srp"  # an earlier POST may have created the task
+    EXPIRED = "expired"  # too old to submit: failed request_expired
 
 
 @dataclass
@@ -266,6 +326,8 @@ class Transition:
     log: list[dict[str, Any]] = field(default_factory=list)
     changed: bool = False
     attached_task_id: str | None = None
+    # Set for a `LeaseRequested` change only.
+    lease: LeaseVerdict | None = None
 
 
 def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> Transition:
@@ -288,6 +350,14 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
         _apply_derivatives(transition, change, now)
     elif isinstance(change, DeadLettered):
         _apply_dead_letter(transition, change, now)
+    elif isinstance(change, LeaseRequested):
+        _take_lease(transition, change, now)
+    elif isinstance(change, LeaseReleased | SubmitOutcomeUnknown):
+        _release_lease(transition, change, now)
+    elif isinstance(change, PostprocessRedriven):
+        _mark_redriven(transition, now)
+    elif isinstance(change, NoNews):
+        transition.changed = not current.is_terminal  # only the record's updated_at moves
     else:
         _fail(transition, change.code, change.message, now)
     if transition.changed:
@@ -437,6 +507,62 @@ def _choose_render_path(record: TaskRecord) -> None:
         return
     record.render_path = chosen
     record.render_generation = int(by_path[chosen]["generation"])
+
+
+def _take_lease(transition: Transition, change: LeaseRequested, now: datetime) -> None:
+    record = transition.record
+    if record.task_id is not None:
+        transition.lease = LeaseVerdict.ALREADY_SUBMITTED
+    elif record.is_terminal:
+        transition.lease = LeaseVerdict.ALREADY_FINAL
+    elif change.expired_reason is not None:
+        transition.lease = LeaseVerdict.EXPIRED
+        _fail(transition, "request_expired", change.expired_reason, now)
+    elif record.lease_expires_at is not None and record.lease_expires_at > now:
+        transition.lease = LeaseVerdict.HELD
+    elif record.ambiguous_submit_at is not None and now < record.ambiguous_submit_at + timedelta(
+        seconds=change.ambiguous_wait_seconds
+    ):
+        transition.lease = LeaseVerdict.AWAITING_SRP
+    else:
+        transition.lease = LeaseVerdict.TAKEN
+        record.lease_owner = change.attempt
+        record.lease_expires_at = now + timedelta(seconds=change.lease_seconds)
+        record.submit_attempts += 1
+        record.ambiguous_submit_at = now
+        record.unconfirmed_submissions += 1
+        transition.changed = True
+        transition.log.append(_log_entry("submit_attempt", now, attempt=record.submit_attempts))
+
+
+def _release_lease(
+    transition: Transition, change: LeaseReleased | SubmitOutcomeUnknown, now: datetime
+) -> None:
+    record = transition.record
+    if record.lease_owner != change.attempt or record.task_id is not None:
+        return  # the lease ran out and another delivery took it, or the task is attached
+    ambiguous = isinstance(change, SubmitOutcomeUnknown)
+    record.lease_owner = None
+    record.lease_expires_at = None
+    record.last_error = {"code": change.code, "message": change.message}
+    if ambiguous:
+        record.ambiguous_submit_at = now  # the wait for SRP's callback starts now
+    else:
+        record.ambiguous_submit_at = None
+        record.unconfirmed_submissions = max(0, record.unconfirmed_submissions - 1)
+    transition.changed = True
+    transition.log.append(
+        _log_entry("submit_interrupted", now, ambiguous=ambiguous, **record.last_error)
+    )
+
+
+def _mark_redriven(transition: Transition, now: datetime) -> None:
+    record = transition.record
+    if record.state != State.RENDERED:
+        return
+    record.redriven_at = now
+    transition.changed = True
+    transition.log.append(_log_entry("postprocess_redriven", now, missing=missing_outputs(record)))
 
 
 def _apply_dead_letter(transition: Transition, change: DeadLettered, now: datetime) -> None:

@@ -13,7 +13,7 @@ Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -195,29 +195,6 @@ class TaskStore:
 
         return bool(create_in(self.client.transaction()))
 
-    def update(
-        self,
-        request_id: str,
-        decide: Callable[[TaskRecord | None], tuple[TaskRecord | None, list[dict[str, Any]]]],
-    ) -> TaskRecord | None:
-        """Read-decide-write in one transaction; `decide` returns the record to write (or None)."""
-        reference = self.records.document(request_id)
-
-        @firestore.transactional
-        def update_in(transaction: firestore.Transaction) -> TaskRecord | None:
-            snapshot = reference.get(transaction=transaction)
-            current = TaskRecord.from_document(snapshot.to_dict()) if snapshot.exists else None
-            new_record, log = decide(current)
-            if new_record is not None:
-                new_record.updated_at = self.clock()
-                kept = capped_log(new_record, log)
-                transaction.set(reference, new_record.to_document())
-                self._write_log(transaction, request_id, kept)
-            return new_record if new_record is not None else current
-
-        result: TaskRecord | None = update_in(self.client.transaction())
-        return result
-
     def apply(
         self,
         request_id: str,
@@ -225,10 +202,12 @@ class TaskStore:
         *,
         received: dict[str, Any] | None = None,
         create: TaskRecord | None = None,
+        log_if_created: list[dict[str, Any]] | None = None,
     ) -> Transition:
         """Apply a change to a record in one transaction; `received` is logged verbatim.
 
-        Without a record, the change applies to `create` (or RecordNotFoundError is raised).
+        Without a record, the change applies to `create` (or RecordNotFoundError is raised),
+        and `log_if_created` goes first into the new record's event log.
         When the change attaches a task id for the first time, post-processing results
         already stored for that task are applied in the same transaction.
         """
@@ -237,10 +216,11 @@ class TaskStore:
         @firestore.transactional
         def apply_in(transaction: firestore.Transaction) -> Transition:
             snapshot = reference.get(transaction=transaction)
+            created: list[dict[str, Any]] = []
             if snapshot.exists:
                 record = TaskRecord.from_document(snapshot.to_dict())
             elif create is not None:
-                record = create
+                record, created = create, list(log_if_created or [])
             else:
                 raise RecordNotFoundError(request_id)
             now = self.clock()
@@ -255,11 +235,11 @@ class TaskStore:
                     transition.events += follow_up.events
                     transition.log += follow_up.log
                     transition.changed = transition.changed or follow_up.changed
-            log = list(transition.log)
+            log = created + list(transition.log)
             if received is not None:
                 log.append(received)
             kept = capped_log(transition.record, log)
-            if transition.changed or kept or len(kept) < len(log):
+            if transition.changed or created or kept or len(kept) < len(log):
                 # The record carries the log's counters, so it is written with every entry.
                 transaction.set(reference, transition.record.to_document())
             self._write_log(transaction, request_id, kept)

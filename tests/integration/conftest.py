@@ -28,7 +28,8 @@ from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
 from local_stack.terraform_exemptions import terraform_index_exemptions
-from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.events import EventPublisher
+from srp_bundle.outbox import apply_and_publish
 from srp_bundle.task_state import Change, TaskRecord, Transition, utc_now
 from srp_bundle.task_store import TaskStore
 
@@ -203,8 +204,7 @@ class Pipeline:
 
     def apply(self, request_id: str, change: Change) -> Transition:
         """Apply a change as a function would: commit, then publish its events."""
-        transition = self.store.apply(request_id, change)
-        publish_transition(self.store, self.events_publisher, request_id, transition.events)
+        transition = apply_and_publish(self.store, self.events_publisher, request_id, change)
         return transition
 
     def unpublished_events(self, request_id: str) -> list[dict[str, Any]]:

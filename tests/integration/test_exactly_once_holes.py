@@ -24,7 +24,8 @@ from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cloudevents import PubsubMessage, StorageObject
 from srp_bundle.dead_letters import record_dead_letter
 from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
-from srp_bundle.events import EventPublisher, publish_transition, republish_pending
+from srp_bundle.events import EventPublisher
+from srp_bundle.outbox import publish_transition, republish_pending
 from srp_bundle.postprocessing import RenderPostprocessor
 from srp_bundle.reconciliation import Reconciler
 from srp_bundle.settings import load_settings
@@ -112,13 +113,9 @@ class StoreFailingOnce(TaskStore):
 
 def expire_lease(pipeline: Any, request_id: str) -> None:
     """As if the lease's time had run out (the invocation died with it)."""
-
-    def decide(record: TaskRecord | None) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
-        assert record is not None
-        record.lease_expires_at = utc_now() - timedelta(seconds=1)
-        return record, []
-
-    pipeline.store.update(request_id, decide)
+    document = pipeline.store.records.document(request_id)
+    assert document.get().exists
+    document.update({"lease_expires_at": utc_now() - timedelta(seconds=1)})
 
 
 def test_a_post_whose_answer_could_not_be_recorded_counts_as_ambiguous(
@@ -314,9 +311,11 @@ def test_a_long_reconcile_run_never_hands_out_a_lease_that_already_expired(
     srp.before_post = slow_post
     settings = load_settings("reconcile_tasks", pipeline.env())
     client = srp.client()
-    submitter = Submitter(settings, pipeline.store, client, pipeline.events_publisher, clock=clock)
+    # The state machine takes the lease at the store's time: one clock for all of them.
+    store = TaskStore(pipeline.firestore, pipeline.tasks_collection, clock=clock)
+    submitter = Submitter(settings, store, client, pipeline.events_publisher, clock=clock)
     reconciler = Reconciler(
-        settings, pipeline.store, client, pipeline.events_publisher, submitter, clock=clock
+        settings, store, client, pipeline.events_publisher, submitter, clock=clock
     )
 
     counts = reconciler.run()

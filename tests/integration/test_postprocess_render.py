@@ -35,7 +35,8 @@ from local_stack.functions import FunctionProcess
 from local_stack.processes import REPO_ROOT
 from srp_bundle import media
 from srp_bundle.derivatives import sniff_image_format
-from srp_bundle.events import EventPublisher, publish_transition
+from srp_bundle.events import EventPublisher
+from srp_bundle.outbox import apply_and_publish
 from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
 from srp_bundle.task_store import TaskStore
 
@@ -244,8 +245,7 @@ def new_task(stack: Stack, *, attach: bool = True) -> tuple[str, str]:
     task_id = str(uuid.uuid4())
     stack.store.create(TaskRecord(request_id=request_id, collection_id=str(uuid.uuid4())))
     if attach:
-        transition = stack.store.apply(request_id, TaskSubmitted(task_id))
-        publish_transition(stack.store, stack.publisher, request_id, transition.events)
+        apply_and_publish(stack.store, stack.publisher, request_id, TaskSubmitted(task_id))
     return request_id, task_id
 
 
@@ -298,8 +298,9 @@ def srp_reports_done(
 ) -> None:
     """What ingest_webhook does with SRP's `done` callback."""
     files = output_files if output_files is not None else (render_name(task_id),)
-    transition = stack.store.apply(request_id, SrpStatusReported(task_id, "done", files))
-    publish_transition(stack.store, stack.publisher, request_id, transition.events)
+    apply_and_publish(
+        stack.store, stack.publisher, request_id, SrpStatusReported(task_id, "done", files)
+    )
 
 
 def object_generations(bucket: storage.Bucket, prefix: str) -> dict[str, int]:
@@ -436,8 +437,7 @@ def test_exactly_one_render_completed_whatever_the_order(
         if order == "render_before_record":
             assert stack.store.find_by_task_id(task_id) is None
             # submit_task attaches the task id: the waiting result is applied with it.
-            transition = stack.store.apply(request_id, TaskSubmitted(task_id))
-            publish_transition(stack.store, stack.publisher, request_id, transition.events)
+            apply_and_publish(stack.store, stack.publisher, request_id, TaskSubmitted(task_id))
             assert record(stack, request_id).derivatives
         srp_reports_done(stack, request_id, task_id)
     # Redeliveries of both signals change nothing.
@@ -562,8 +562,7 @@ def test_a_bad_render_fails_a_record_that_appears_later(stack: Stack, events: Ev
     assert deliver(stack.function, resource).status_code == 200
     assert record(stack, request_id).state == State.RECEIVED
 
-    transition = stack.store.apply(request_id, TaskSubmitted(task_id))
-    publish_transition(stack.store, stack.publisher, request_id, transition.events)
+    apply_and_publish(stack.store, stack.publisher, request_id, TaskSubmitted(task_id))
 
     failed = record(stack, request_id)
     assert failed.state == State.FAILED

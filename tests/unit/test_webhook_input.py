@@ -138,16 +138,13 @@ class _MemoryStore:
         self.records = {record.request_id: record}
         self.changes: list[Any] = []
 
-    def apply(self, request_id: str, change: Any, received: Any = None) -> Transition:
+    def apply(self, request_id: str, change: Any, **options: Any) -> Transition:
         self.changes.append(change)
         transition = advance(self.records[request_id], change)
         self.records[request_id] = transition.record
         return transition
 
     def confirm_published(self, event_ids: Any) -> None:
-        pass
-
-    def update(self, request_id: str, decide: Any) -> None:
         pass
 
 
