@@ -5,9 +5,10 @@ pyproject.toml; each function's `functions/<name>/requirements.txt` locks them t
 versions with hashes for the Cloud Functions runtime, and records a digest of its
 inputs, so a lock that no longer matches pyproject.toml is refused here and fails the
 tests (no network needed to tell). The toolchain that builds and tests them is locked the
-same way: `requirements/dev.lock` (pyproject's dev extra, for CPython 3.11 on x86_64 Linux)
-and `requirements/checkov.lock` (from `requirements/checkov.in`), installed by
-scripts/bootstrap in hash-checking mode. `python -m srp_bundle.build --lock [NAME...]`
+same way, for CPython 3.11 on x86_64 Linux: `requirements/build.lock` (pyproject's build
+backend), `requirements/dev.lock` (its dependencies and dev extra) and
+`requirements/checkov.lock` (from `requirements/checkov.in`), installed by scripts/bootstrap
+in hash-checking mode. `python -m srp_bundle.build --lock [NAME...]`
 regenerates locks (needs `uv` and the package index). Zips are byte-for-byte reproducible, so their
 content hash changes only when the function or its locked dependencies really changed.
 """
@@ -46,7 +47,7 @@ LOCK_COMMAND = "python -m srp_bundle.build --lock"
 # them (CPython 3.11 on x86_64 Debian 12/13; glibc 2.36 and newer run manylinux_2_28 wheels).
 TOOLCHAIN_PYTHON_VERSION = "3.11"
 TOOLCHAIN_PLATFORM = "x86_64-manylinux_2_28"
-TOOLCHAIN_LOCKS = ("dev", "checkov")
+TOOLCHAIN_LOCKS = ("build", "dev", "checkov")
 _CHECKOV_INPUT = "requirements/checkov.in"
 _INPUTS_LINE = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})$", re.MULTILINE)
 
@@ -83,17 +84,15 @@ def requirements_for(function_name: str, pyproject_path: Path) -> list[str]:
 
 
 def dev_requirements(pyproject_path: Path) -> list[str]:
-    """What `pip install --no-deps -e .` leaves to the dev lock: dependencies, dev extra, builder.
+    """What `pip install --no-deps -e .` leaves to the dev lock: the dependencies and dev extra.
 
     The extra's references to the project itself (`srp-render-bundle[images]`) become the named
-    extras' ranges; the build backend is there because the editable install and the sdists of
-    the lock are built without isolation, with the locked setuptools (scripts/bootstrap).
+    extras' ranges.
     """
-    document = tomllib.loads(pyproject_path.read_text())
-    project = document["project"]
+    project = tomllib.loads(pyproject_path.read_text())["project"]
     own_name = _normalized(project["name"])
     extras = project["optional-dependencies"]
-    requirements = set(project["dependencies"]) | set(document["build-system"]["requires"])
+    requirements = set(project["dependencies"])
     pending, seen = ["dev"], set()
     while pending:
         extra = pending.pop()
@@ -109,8 +108,21 @@ def dev_requirements(pyproject_path: Path) -> list[str]:
 
 
 def lock_target(name: str, repo_root: Path = REPO_ROOT) -> LockTarget:
-    """The lock called `name`: a function's, or the toolchain's `dev` or `checkov`."""
+    """The lock called `name`: a function's, or the toolchain's `build`, `dev` or `checkov`."""
     pyproject = repo_root / "pyproject.toml"
+    if name == "build":
+        # Installed first, wheels only: the sdists of the other locks and our editable install
+        # are then built with it, without build isolation (which would fetch unlocked backends).
+        return LockTarget(
+            name="build",
+            requirements=sorted(
+                tomllib.loads(pyproject.read_text())["build-system"]["requires"], key=str.lower
+            ),
+            python_version=TOOLCHAIN_PYTHON_VERSION,
+            platform=TOOLCHAIN_PLATFORM,
+            relative_path="requirements/build.lock",
+            purpose="the toolchain's build backend (scripts/bootstrap)",
+        )
     if name == "dev":
         return LockTarget(
             name="dev",
@@ -118,7 +130,7 @@ def lock_target(name: str, repo_root: Path = REPO_ROOT) -> LockTarget:
             python_version=TOOLCHAIN_PYTHON_VERSION,
             platform=TOOLCHAIN_PLATFORM,
             relative_path="requirements/dev.lock",
-            purpose="the dev and CI toolchain (.venv, scripts/bootstrap)",
+            purpose="the dev and CI toolchain (.venv)",
         )
     if name == "checkov":
         lines = (repo_root / _CHECKOV_INPUT).read_text().splitlines()
@@ -131,7 +143,7 @@ def lock_target(name: str, repo_root: Path = REPO_ROOT) -> LockTarget:
             python_version=TOOLCHAIN_PYTHON_VERSION,
             platform=TOOLCHAIN_PLATFORM,
             relative_path="requirements/checkov.lock",
-            purpose="checkov's own virtualenv (.venv-checkov, scripts/bootstrap)",
+            purpose="checkov's virtualenv (.venv-checkov)",
         )
     return LockTarget(
         name=name,
@@ -269,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build one, several or all functions, or regenerate locks."""
     parser = argparse.ArgumentParser(prog="srp-bundle-build", description=__doc__)
     parser.add_argument(
-        "names", nargs="*", help="function names, or with --lock also dev, checkov (default: all)"
+        "names", nargs="*", help="function names; with --lock or --check also build, dev, checkov (default: all)"
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "functions")
     parser.add_argument(
