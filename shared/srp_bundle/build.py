@@ -281,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build one, several or all functions, or regenerate locks."""
     parser = argparse.ArgumentParser(prog="srp-bundle-build", description=__doc__)
     parser.add_argument(
-        "names", nargs="*", help="function names; with --lock or --check also build, dev, checkov (default: all)"
+        "names",
+        nargs="*",
+        help="function names; with --lock or --check also build, dev, checkov (default: all)",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "functions")
     parser.add_argument(
@@ -296,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.check:
-        problems = [p for p in map(lock_problem, args.names or lock_names()) if p is not None]
+        names = args.names or lock_names(REPO_ROOT)
+        problems = [p for p in (lock_problem(name, REPO_ROOT) for name in names) if p is not None]
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1 if problems else 0
