@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import io
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -104,6 +105,10 @@ class AssetFaults:
     fail_next_puts: list[int | str] = field(default_factory=list)
     expired_urls_to_issue: int = 0  # the next URLs are signed as if issued long ago
     url_ttl_seconds: float = DEFAULT_URL_TTL_SECONDS
+    # Upload URLs name this scheme and host instead of http and the emulator's own address, as
+    # a misconfigured or hostile SRP might (e.g. "http://storage.example.test"): the client
+    # must refuse plain http off loopback before sending a byte.
+    upload_url_origin: str | None = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AssetFaults:
@@ -121,6 +126,12 @@ class AssetFaults:
                 faults.expired_urls_to_issue = max(0, int(value))
             elif name == "url_ttl_seconds":
                 faults.url_ttl_seconds = max(0.0, float(value))
+            elif name == "upload_url_origin":
+                if value is not None and not (
+                    isinstance(value, str) and re.fullmatch(r"https?://[A-Za-z0-9.:\[\]-]+", value)
+                ):
+                    raise ValueError("upload_url_origin: null or scheme://host[:port]")
+                faults.upload_url_origin = value
             else:
                 raise ValueError(f"unknown asset fault setting {name!r}")
         return faults
@@ -131,6 +142,7 @@ class AssetFaults:
             "fail_next_puts": list(self.fail_next_puts),
             "expired_urls_to_issue": self.expired_urls_to_issue,
             "url_ttl_seconds": self.url_ttl_seconds,
+            "upload_url_origin": self.upload_url_origin,
         }
 
 
@@ -185,6 +197,7 @@ class AssetStore:
         now = self.clock()
         with self._lock:
             ttl = self.faults.url_ttl_seconds
+            origin = self.faults.upload_url_origin or f"http://{host}"
             signed_at = now
             if self.faults.expired_urls_to_issue > 0:
                 self.faults.expired_urls_to_issue -= 1
@@ -203,7 +216,7 @@ class AssetStore:
             collection_uid=collection.uid,
             owner_id=owner_id,
             content_type=ARCHIVE_CONTENT_TYPE,
-            upload_url=f"http://{host}{path}?{urlencode(params, quote_via=quote)}",
+            upload_url=f"{origin}{path}?{urlencode(params, quote_via=quote)}",
             issued_at=now,
             expires_at=signed_at + timedelta(seconds=int(ttl)),
         )

@@ -124,7 +124,8 @@ class EmulatorControl:
 
     def set_asset_faults(self, **settings: Any) -> dict[str, Any]:
         """Script upload failures: `fail_next_puts=[503, "drop"]`, `expired_urls_to_issue=1`,
-        `url_ttl_seconds=...` (unnamed settings return to their defaults)."""
+        `url_ttl_seconds=...`, `upload_url_origin="http://elsewhere.test"` (unnamed settings
+        return to their defaults)."""
         config: dict[str, Any] = self._post("assets/faults", settings)
         return config
 

@@ -14,10 +14,16 @@ connection, with the backoff of `UPLOAD_RETRY`. A refusal is not retried:
 `AssetUploadUrlExpiredError` (ask SRP for a new URL) or `AssetUploadRejectedError` (a wrong
 content type or a tampered URL: `SignatureDoesNotMatch`). The SRP API key is never sent to
 the storage host, and the URL's signature never appears in messages.
+
+The archive only goes to an `https://` URL (`UnsafeUploadUrlError` otherwise, before a byte
+is sent); `allow_loopback_http` also accepts `http://` to a loopback host, for an SRP
+emulator on this machine (the CLI sets it only when SRP_API_URL is itself on loopback).
+Redirects are never followed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import time
@@ -36,6 +42,7 @@ from srp_bundle.errors import (
     SrpError,
     SrpRateLimitedError,
     SrpServerError,
+    UnsafeUploadUrlError,
     parse_retry_after,
 )
 from srp_bundle.srp_client import RetryPolicy
@@ -86,8 +93,10 @@ class AssetUploader:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         chunk_bytes: int = CHUNK_BYTES,
+        allow_loopback_http: bool = False,
     ) -> None:
         self.retry = retry
+        self.allow_loopback_http = allow_loopback_http
         self._sleep = sleep
         self._chunk_bytes = chunk_bytes
         # A client of its own: the SRP client's Authorization header must never reach the
@@ -122,6 +131,7 @@ class AssetUploader:
         `progress(bytes_sent, total)` is called as chunks go out (from 0 again on a retry).
         `content_type` overrides `upload.content_type` (only tests have a reason to).
         """
+        check_upload_url(upload.upload_url, allow_loopback_http=self.allow_loopback_http)
         total = archive.stat().st_size
         headers = {
             "Content-Type": content_type or upload.content_type,
@@ -218,6 +228,31 @@ def _connection_error(where: str, exc: httpx.TransportError, sent: int, total: i
         f"PUT {where}: connection lost after {sent} of {total} bytes ({type(exc).__name__}: {exc})",
         may_have_reached_srp=not never_sent,
     )
+
+
+def check_upload_url(url: str, *, allow_loopback_http: bool = False) -> None:
+    """Raise UnsafeUploadUrlError unless the archive may go to `url` (https; http to loopback
+    only when allowed)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and allow_loopback_http and is_loopback_host(host):
+        return
+    allowed = "https, or http to a loopback host" if allow_loopback_http else "https"
+    raise UnsafeUploadUrlError(
+        f"SRP's upload URL {redacted_url(url)} is not {allowed}: the archive was not sent"
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1): this machine, never the network."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def redacted_url(url: str) -> str:

@@ -122,6 +122,12 @@ class AssetUploadUrlExpiredError(AssetUploadRejectedError):
     code = "asset_upload_url_expired"
 
 
+class UnsafeUploadUrlError(BundleError):
+    """SRP handed out an upload URL the archive is never sent to (not https); nothing was sent."""
+
+    code = "asset_upload_url_unsafe"
+
+
 class AssetArchiveError(BundleError):
     """A folder or ZIP that cannot be uploaded as a collection's assets; the message says why."""
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import io
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -80,6 +82,11 @@ def upload(capsys: pytest.CaptureFixture[str], source: Path, *extra: str) -> tup
     return run(
         capsys, "assets", "upload", "--collection", SAMPLE_COLLECTION_UID, str(source), *extra
     )
+
+
+def local_uploader(sleep: Callable[[float], None] = time.sleep) -> AssetUploader:
+    """An uploader in local mode: the emulator's upload URLs are http on loopback."""
+    return AssetUploader(sleep=sleep, allow_loopback_http=True)
 
 
 def api_calls(srp: SrpEmulatorProcess) -> list[tuple[str, str, int | None]]:
@@ -265,7 +272,7 @@ def test_an_expired_url_is_refused_like_cloud_storage_does(
 ) -> None:
     archive = _zip(tmp_path, resources)
     srp.control.set_asset_faults(expired_urls_to_issue=1)
-    with SrpClient(API_KEY, base_url=srp.url) as client, AssetUploader() as uploader:
+    with SrpClient(API_KEY, base_url=srp.url) as client, local_uploader() as uploader:
         asset = client.get_asset_upload_url(SAMPLE_COLLECTION_UID)
 
         with pytest.raises(AssetUploadUrlExpiredError) as raised:
@@ -282,7 +289,7 @@ def test_a_wrong_content_type_is_refused_as_a_signed_url_would_and_not_retried(
 ) -> None:
     archive = _zip(tmp_path, resources)
     delays: list[float] = []
-    with SrpClient(API_KEY, base_url=srp.url) as client, AssetUploader(sleep=delays.append) as up:
+    with SrpClient(API_KEY, base_url=srp.url) as client, local_uploader(delays.append) as up:
         asset = client.get_asset_upload_url(SAMPLE_COLLECTION_UID)
 
         with pytest.raises(AssetUploadRejectedError) as raised:
@@ -471,7 +478,7 @@ def test_create_asset_repeated_for_a_created_asset_answers_the_same(
     srp: SrpEmulatorProcess, resources: Path, tmp_path: Path
 ) -> None:
     archive = _zip(tmp_path, resources)
-    with SrpClient(API_KEY, base_url=srp.url) as client, AssetUploader() as uploader:
+    with SrpClient(API_KEY, base_url=srp.url) as client, local_uploader() as uploader:
         asset = client.get_asset_upload_url(SAMPLE_COLLECTION_UID)
         uploader.put(asset, archive)
         first = client.create_asset(asset.id)
@@ -512,3 +519,74 @@ def test_a_layer_image_replaces_the_shape_inside_the_layers_box_only() -> None:
     assert changed is not None
     assert left <= changed[0] and top <= changed[1] and changed[2] <= right and changed[3] <= bottom
     assert pictured.getpixel(((left + right) // 2, (top + bottom) // 2)) == (255, 0, 0, 255)
+
+
+# ---- refusals of issue 21, item 7: each exits 2, names the path, and sends nothing ----------
+
+
+def test_a_folder_with_a_link_out_of_it_is_refused_and_nothing_is_sent(
+    cli_env: SrpEmulatorProcess, resources: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = hunter2")
+    (resources / "backgrounds" / "Extra.png").symlink_to(secret)
+
+    code, _, err = upload(capsys, resources)
+
+    assert code == 2
+    assert f"{resources / 'backgrounds' / 'Extra.png'} is a symbolic link (to {secret})" in err
+    assert api_calls(cli_env) == [] and cli_env.control.assets() == []
+
+
+def test_a_zip_with_a_symlink_entry_is_refused_and_nothing_is_sent(
+    cli_env: SrpEmulatorProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pack = tmp_path / "pack.zip"
+    with zipfile.ZipFile(pack, "w") as archive:
+        archive.writestr("scene.blend", b"BLENDER")
+        link = zipfile.ZipInfo("backgrounds/RareFlare3.png")
+        link.create_system = 3
+        link.external_attr = 0o120777 << 16
+        archive.writestr(link, "/root/.aws/credentials")
+
+    code, _, err = upload(capsys, pack)
+
+    assert code == 2
+    assert f"{pack} has a symbolic link entry 'backgrounds/RareFlare3.png'" in err
+    assert api_calls(cli_env) == [] and cli_env.control.assets() == []
+
+
+def test_a_zip_bomb_is_refused_unless_a_flag_raises_the_limit(
+    cli_env: SrpEmulatorProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pack = tmp_path / "pack.zip"
+    with zipfile.ZipFile(pack, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("scene.blend", b"BLENDER")
+        archive.writestr("volumes/zeros.vdb", bytes(8 * 1024 * 1024))
+
+    code, _, err = upload(capsys, pack)
+
+    assert code == 2
+    assert f"{pack}: entry 'volumes/zeros.vdb' unpacks to more than 100 times" in err
+    assert "--max-compression-ratio" in err
+    code, _, err = upload(capsys, pack, "--max-file-size", "4MiB", "--max-compression-ratio", "1e4")
+    assert code == 2 and "more than 4,194,304 bytes; pass a higher --max-file-size" in err
+    assert api_calls(cli_env) == [] and cli_env.control.assets() == []
+    assert upload(capsys, pack, "--max-compression-ratio", "10000", "--dry-run")[0] == 0
+
+
+def test_an_upload_url_that_is_plain_http_off_loopback_is_refused_before_any_byte(
+    cli_env: SrpEmulatorProcess, resources: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_env.control.set_asset_faults(upload_url_origin="http://storage.example.test")
+
+    code, out, err = upload(capsys, resources)
+
+    assert code == 2
+    (asset,) = cli_env.control.assets()
+    url = f"http://storage.example.test/_uploads/demo_collection/{asset['id']}.zip"
+    assert f"SRP's upload URL {url} is not https, or http to a loopback host" in err
+    assert "X-Goog-Signature" not in out + err
+    # SRP was asked for the URL; nothing was PUT anywhere, and no asset was created.
+    assert api_calls(cli_env) == [("GET", UPLOAD_URL_PATH, 200)]
+    assert not asset["uploaded"] and not asset["created"]

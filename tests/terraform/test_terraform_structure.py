@@ -164,18 +164,93 @@ def test_function_has_the_designed_trigger(
 def test_dead_letter_topic_drives_record_dead_letter_and_agent_may_use_it(
     bundle_module: TerraformConfig,
 ) -> None:
-    publisher = bundle_module.resource(
-        "google_pubsub_topic_iam_member", "pubsub_agent_dead_letter_publisher"
-    )
-    assert references(publisher["topic"], "google_pubsub_topic.render_requests_dead_letter")
-    assert publisher["role"] == "roles/pubsub.publisher"
-    assert "local.pubsub_service_agent" in publisher["member"]
+    publishers = bundle_module.resource("google_pubsub_topic_iam_binding", "dead_letter_publishers")
+    assert references(publishers["topic"], "google_pubsub_topic.render_requests_dead_letter")
+    assert publishers["role"] == "roles/pubsub.publisher"
+    assert publishers["members"] == ["${local.pubsub_service_agent}"]
     subscriber = bundle_module.resource(
         "google_pubsub_subscription_iam_member", "pubsub_agent_submit_subscriber"
     )
     assert references(subscriber["subscription"], "google_pubsub_subscription.submit_task")
     assert subscriber["role"] == "roles/pubsub.subscriber"
     assert "gcp-sa-pubsub" in bundle_module.locals["pubsub_service_agent"]
+
+
+# Who may publish where through topic IAM (issue 21, item 8): producers on render-requests
+# only; on the topics record_dead_letter and the events' subscribers trust, only the Pub/Sub
+# service agent (dead letters) and our functions (events), authoritatively.
+TOPIC_PUBLISHERS = {
+    "google_pubsub_topic.render_requests": ("google_pubsub_topic_iam_member", "${each.key}"),
+    "google_pubsub_topic.render_events": (
+        "google_pubsub_topic_iam_binding",
+        "${[for function_name in keys(local.functions) : "
+        "google_service_account.function[function_name].member]}",
+    ),
+    "google_pubsub_topic.render_requests_dead_letter": (
+        "google_pubsub_topic_iam_binding",
+        ["${local.pubsub_service_agent}"],
+    ),
+}
+
+
+def topic_publisher_grants(config: TerraformConfig) -> dict[str, list[tuple[str, Any]]]:
+    """Topic address -> (resource type, member or members) of every topic publisher grant."""
+    grants: dict[str, list[tuple[str, Any]]] = {}
+    for (resource_type, _), body in iam_resources(config).items():
+        if resource_type.startswith("google_pubsub_topic_iam_") and body["role"] in (
+            "roles/pubsub.publisher",
+            "roles/pubsub.editor",
+        ):
+            topic = re.fullmatch(r"\$\{(google_pubsub_topic\.\w+)\.(?:name|id)\}", body["topic"])
+            assert topic, body["topic"]
+            grants.setdefault(topic.group(1), []).append(
+                (resource_type, body.get("member", body.get("members")))
+            )
+    return grants
+
+
+def test_each_topic_has_exactly_its_designed_publishers(bundle_module: TerraformConfig) -> None:
+    grants = topic_publisher_grants(bundle_module)
+
+    assert grants == {topic: [grant] for topic, grant in TOPIC_PUBLISHERS.items()}
+    producers = bundle_module.resource(
+        "google_pubsub_topic_iam_member", "producer_publishes_requests"
+    )
+    assert producers["for_each"] == "${toset(var.producer_members)}"
+    # Our functions are the only event publishers: the map keys are the function names.
+    assert set(bundle_module.locals["functions"]) == expected_functions()
+
+
+def test_producer_members_is_typed_described_and_validated(
+    bundle_module: TerraformConfig, environments: dict[str, TerraformConfig]
+) -> None:
+    variable = bundle_module.variables["producer_members"]
+    assert variable["type"] == "${list(string)}" and variable["default"] == []
+    assert "render-requests topic and nothing else" in variable["description"]
+    (validation,) = variable["validation"]
+    found = re.search(r'regex\("(.*)", member\)', validation["condition"])
+    assert found, validation["condition"]
+    pattern = re.compile(found.group(1).replace("\\\\", "\\"))
+    for member in (
+        "serviceAccount:minter@studio.iam.gserviceaccount.com",
+        "user:ops@studio.example",
+        "group:producers@studio.example",
+        "domain:studio.example",
+        "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/subject/s",
+    ):
+        assert pattern.fullmatch(member), member
+    for member in (
+        "allUsers",
+        "allAuthenticatedUsers",
+        "serviceAccount:minter",
+        "minter@studio.iam.gserviceaccount.com",
+        "serviceAccount:a@b.com serviceAccount:c@d.com",
+        "projectEditor:my-project",
+    ):
+        assert not pattern.fullmatch(member), member
+    for name, environment in environments.items():
+        assert environment.modules["srp_bundle"]["producer_members"] == "${var.producer_members}"
+        assert environment.variables["producer_members"]["type"] == "${list(string)}", name
 
 
 def test_cloud_scheduler_feeds_the_reconcile_topic(bundle_module: TerraformConfig) -> None:
@@ -271,11 +346,20 @@ def iam_resources(config: TerraformConfig) -> dict[tuple[str, str], dict[str, An
     }
 
 
+# Authoritative bindings only where the module owns the resource and must say who holds the
+# role: the publishers of the events and dead-letter topics.
+AUTHORITATIVE_BINDINGS = {
+    ("google_pubsub_topic_iam_binding", "event_publishers"),
+    ("google_pubsub_topic_iam_binding", "dead_letter_publishers"),
+}
+
+
 def test_no_broad_or_authoritative_roles(bundle_module: TerraformConfig) -> None:
     for (resource_type, name), body in iam_resources(bundle_module).items():
-        assert resource_type.endswith("_iam_member"), (
-            f"{resource_type}.{name}: use additive members, not authoritative bindings or policies"
-        )
+        assert resource_type.endswith("_iam_member") or (
+            (resource_type, name) in AUTHORITATIVE_BINDINGS
+            and body["role"] == "roles/pubsub.publisher"
+        ), f"{resource_type}.{name}: use additive members, not authoritative bindings or policies"
         role = body["role"]
         assert role not in {"roles/owner", "roles/editor", "roles/viewer"}, name
         assert "admin" not in role.lower(), f"{resource_type}.{name} grants {role}"
@@ -315,7 +399,7 @@ def test_functions_build_as_a_dedicated_account_granted_only_build_needs(
     grants = {
         (resource_type, body["role"])
         for (resource_type, _), body in iam_resources(bundle_module).items()
-        if body["member"] == builder
+        if body.get("member") == builder
     }
     assert grants == {
         ("google_project_iam_member", "roles/logging.logWriter"),
@@ -329,16 +413,28 @@ def test_functions_build_as_a_dedicated_account_granted_only_build_needs(
     assert references(source_read["bucket"], "google_storage_bucket.function_source")
 
 
-def test_data_access_audit_logs_cover_storage_and_firestore(
-    bundle_module: TerraformConfig,
+def test_data_access_audit_logs_cover_storage_and_firestore_when_asked(
+    bundle_module: TerraformConfig, environments: dict[str, TerraformConfig]
 ) -> None:
     audit = bundle_module.resource("google_project_iam_audit_config", "data_access")
     # datastore.googleapis.com is the name that configures Firestore's audit logs.
-    assert audit["for_each"] == '${toset(["storage.googleapis.com", "datastore.googleapis.com"])}'
+    assert audit["for_each"] == (
+        '${var.manage_data_access_audit_logs ? toset(["storage.googleapis.com", '
+        '"datastore.googleapis.com"]) : toset([])}'
+    )
     assert {config["log_type"] for config in audit["audit_log_config"]} == {
         "DATA_READ",
         "DATA_WRITE",
     }
+    # Authoritative per service, so the module leaves a project's audit config alone unless
+    # asked; the environments, each meant to own its project, ask.
+    variable = bundle_module.variables["manage_data_access_audit_logs"]
+    assert variable["type"] == "bool" and variable["default"] is False
+    assert "exempted members" in variable["description"]
+    for name, environment in environments.items():
+        call = environment.modules["srp_bundle"]
+        assert call["manage_data_access_audit_logs"] == "${var.manage_data_access_audit_logs}"
+        assert environment.variables["manage_data_access_audit_logs"]["default"] is True, name
 
 
 def test_firestore_rules_deny_every_client(bundle_module: TerraformConfig) -> None:
@@ -482,6 +578,7 @@ def test_provider_versions_are_pinned_to_the_validated_ones(
 
 def test_outputs_name_the_webhook_topics_and_buckets(bundle_module: TerraformConfig) -> None:
     assert {
+        "topic_publishers",
         "webhook_url",
         "render_requests_topic",
         "dead_letter_topic",

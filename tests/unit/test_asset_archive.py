@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from srp_bundle.asset_archive import ZIP_EPOCH, build_archive, check_archive, prepare_archive
+from srp_bundle import asset_archive
+from srp_bundle.asset_archive import (
+    DEFAULT_LIMITS,
+    ZIP_EPOCH,
+    ArchiveLimits,
+    build_archive,
+    check_archive,
+    prepare_archive,
+)
 from srp_bundle.errors import AssetArchiveError
 
 
@@ -98,7 +107,7 @@ def test_a_link_to_a_folder_is_refused(tmp_path: Path) -> None:
     folder = make_folder(tmp_path)
     (folder / "elsewhere").symlink_to(tmp_path)
 
-    with pytest.raises(AssetArchiveError, match="link to a folder"):
+    with pytest.raises(AssetArchiveError, match="elsewhere is a symbolic link"):
         build_archive(folder, tmp_path / "out.zip")
 
 
@@ -180,3 +189,151 @@ def test_an_archive_written_inside_the_folder_is_refused(tmp_path: Path) -> None
     with pytest.raises(AssetArchiveError, match="outside"):
         build_archive(folder, folder / "textures" / "assets.zip")
     assert not (folder / "textures" / "assets.zip").exists()
+
+
+# ---- links, entry types and unpacked size (issue 21, item 7) ------------------------------
+
+
+def test_a_link_to_a_file_outside_the_folder_is_refused_naming_it(tmp_path: Path) -> None:
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = hunter2")
+    folder = make_folder(tmp_path)
+    (folder / "textures" / "wood-normal.png").symlink_to(secret)
+
+    with pytest.raises(AssetArchiveError, match=r"wood-normal\.png is a symbolic link") as raised:
+        build_archive(folder, tmp_path / "out.zip")
+
+    assert str(secret) in str(raised.value)
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_a_link_to_a_file_inside_the_folder_is_refused_too(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "scene-copy.blend").symlink_to(folder / "scene.blend")
+
+    with pytest.raises(AssetArchiveError, match=r"scene-copy\.blend is a symbolic link"):
+        build_archive(folder, tmp_path / "out.zip")
+
+
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = hunter2")
+    folder = make_folder(tmp_path)
+    walk = asset_archive._files_of
+
+    def walk_then_swap(root: Path) -> tuple[list[tuple[str, Path]], int]:
+        listed = walk(root)
+        (root / "textures" / "wood.png").unlink()
+        (root / "textures" / "wood.png").symlink_to(secret)
+        return listed
+
+    monkeypatch.setattr(asset_archive, "_files_of", walk_then_swap)
+
+    with pytest.raises(AssetArchiveError, match=r"wood\.png became a symbolic link"):
+        build_archive(folder, tmp_path / "out.zip")
+    assert not (tmp_path / "out.zip").exists()
+
+
+def zip_entry(path: Path, name: str, mode: int, data: bytes = b"target") -> Path:
+    """A ZIP with scene.blend and one entry whose Unix mode is `mode`."""
+    with zipfile.ZipFile(path, "w") as zip_:
+        zip_.writestr("scene.blend", b"BLENDER")
+        info = zipfile.ZipInfo(name)
+        info.create_system = 3
+        info.external_attr = mode << 16
+        zip_.writestr(info, data)
+    return path
+
+
+def test_a_given_zip_with_a_symlink_entry_is_refused_naming_it(tmp_path: Path) -> None:
+    path = zip_entry(
+        tmp_path / "pack.zip", "textures/wood.png", 0o120777, b"/root/.aws/credentials"
+    )
+
+    with pytest.raises(AssetArchiveError, match=r"symbolic link entry 'textures/wood\.png'"):
+        check_archive(path)
+
+
+def test_a_given_zip_with_a_device_entry_is_refused(tmp_path: Path) -> None:
+    path = zip_entry(tmp_path / "pack.zip", "dev/null", 0o020666)
+
+    with pytest.raises(AssetArchiveError, match="'dev/null' that is neither a file nor a folder"):
+        check_archive(path)
+
+
+def test_regular_unix_entries_pass(tmp_path: Path) -> None:
+    path = zip_entry(tmp_path / "pack.zip", "textures/wood.png", 0o100644)
+
+    assert check_archive(path).file_count == 2
+
+
+def bomb(path: Path, name: str, unpacked: int) -> Path:
+    """A ZIP of scene.blend plus `unpacked` zero bytes under `name` (deflate: about 1000:1)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zip_:
+        zip_.writestr("scene.blend", b"BLENDER")
+        with zip_.open(name, "w") as member:
+            for _ in range(unpacked // (1024 * 1024)):
+                member.write(bytes(1024 * 1024))
+    return path
+
+
+def lie_about_sizes(path: Path, declared: int) -> Path:
+    """Rewrite every declared uncompressed size (local and central headers) to `declared`."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zip_:
+        infos = zip_.infolist()
+    for info in infos:
+        local = info.header_offset
+        struct.pack_into("<I", data, local + 22, declared)
+    central = data.find(b"PK\x01\x02")
+    while central != -1:
+        struct.pack_into("<I", data, central + 24, declared)
+        central = data.find(b"PK\x01\x02", central + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_zip_that_unpacks_past_the_per_entry_limit_is_refused_naming_the_entry(
+    tmp_path: Path,
+) -> None:
+    path = bomb(tmp_path / "pack.zip", "textures/zeros.raw", 8 * 1024 * 1024)
+    limits = ArchiveLimits(max_entry_bytes=4 * 1024 * 1024, max_ratio=10_000)
+
+    with pytest.raises(AssetArchiveError, match=r"entry 'textures/zeros.raw' unpacks to more"):
+        check_archive(path, limits=limits)
+    assert check_archive(path, limits=ArchiveLimits(max_ratio=10_000)).file_count == 2
+
+
+def test_a_zip_that_unpacks_past_the_total_limit_is_refused(tmp_path: Path) -> None:
+    path = bomb(tmp_path / "pack.zip", "zeros.raw", 4 * 1024 * 1024)
+    limits = ArchiveLimits(max_total_bytes=3 * 1024 * 1024, max_ratio=10_000)
+
+    with pytest.raises(AssetArchiveError, match="entries together unpack to more than 3,145,728"):
+        check_archive(path, limits=limits)
+
+
+def test_declared_sizes_are_not_trusted_the_bytes_read_are_counted(tmp_path: Path) -> None:
+    # Headers claiming 1 KiB for 4 MiB of zeros: a limit of 3 MiB must still stop the read.
+    path = lie_about_sizes(bomb(tmp_path / "pack.zip", "zeros.raw", 4 * 1024 * 1024), 1024)
+    with zipfile.ZipFile(path) as zip_:
+        assert {info.file_size for info in zip_.infolist()} == {1024}
+    limits = ArchiveLimits(max_total_bytes=3 * 1024 * 1024, max_ratio=10_000)
+
+    with pytest.raises(AssetArchiveError, match=r"unpack|not a readable|corrupt"):
+        check_archive(path, limits=limits)
+
+
+def test_a_zip_bomb_is_refused_by_its_compression_ratio(tmp_path: Path) -> None:
+    path = bomb(tmp_path / "pack.zip", "zeros.raw", 8 * 1024 * 1024)
+
+    with pytest.raises(AssetArchiveError, match="more than 100 times its compressed size"):
+        check_archive(path)
+    assert check_archive(path, limits=ArchiveLimits(max_ratio=10_000)).file_count == 2
+
+
+def test_the_default_limits_say_what_they_are() -> None:
+    assert DEFAULT_LIMITS.max_total_bytes == 16 * 1024**3
+    assert DEFAULT_LIMITS.max_entry_bytes == 4 * 1024**3
+    assert DEFAULT_LIMITS.max_ratio == 100

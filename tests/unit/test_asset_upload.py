@@ -7,12 +7,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from srp_bundle.asset_upload import AssetUploader, redacted_url, storage_error_fields
+from srp_bundle.asset_upload import (
+    AssetUploader,
+    check_upload_url,
+    redacted_url,
+    storage_error_fields,
+)
 from srp_bundle.errors import (
     AssetUploadRejectedError,
     AssetUploadUrlExpiredError,
     SrpConnectionError,
     SrpServerError,
+    UnsafeUploadUrlError,
 )
 from srp_bundle.srp_models import AssetUpload
 
@@ -185,3 +191,51 @@ def test_storage_error_fields_and_the_redacted_url() -> None:
     assert storage_error_fields(GCS_EXPIRED)["Code"] == "ExpiredToken"
     assert storage_error_fields("plain text") == {}
     assert redacted_url(UPLOAD.upload_url) == "https://storage.test/bucket/a1.zip"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://storage.test/bucket/a1.zip?X-Goog-Signature=s3cr3t",
+        "http://127.0.0.1:9000/bucket/a1.zip",  # loopback, but not allowed by default
+        "ftp://storage.test/bucket/a1.zip",
+        "https:///bucket/a1.zip",
+        "file:///home/me/.aws/credentials",
+    ],
+)
+def test_the_archive_goes_only_to_https_urls(archive: Path, url: str) -> None:
+    storage = FakeStorage(httpx.Response(200))
+    upload = AssetUpload(id="a1", upload_url=url, content_type="application/zip")
+
+    with (
+        uploader_for(storage, []) as uploader,
+        pytest.raises(
+            UnsafeUploadUrlError, match="is not https: the archive was not sent"
+        ) as raised,
+    ):
+        uploader.put(upload, archive)
+
+    assert storage.requests == []
+    assert "s3cr3t" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("http://127.0.0.1:9000/_uploads/a1.zip", True),
+        ("http://127.8.9.10/_uploads/a1.zip", True),
+        ("http://localhost:9000/_uploads/a1.zip", True),
+        ("http://[::1]:9000/_uploads/a1.zip", True),
+        ("https://storage.test/bucket/a1.zip", True),
+        ("http://storage.test/bucket/a1.zip", False),
+        ("http://10.0.0.7/bucket/a1.zip", False),
+        ("http://127.0.0.1.nip.io/bucket/a1.zip", False),
+        ("http://localhost.storage.test/bucket/a1.zip", False),
+    ],
+)
+def test_local_mode_also_accepts_http_to_loopback_only(url: str, accepted: bool) -> None:
+    if accepted:
+        check_upload_url(url, allow_loopback_http=True)
+    else:
+        with pytest.raises(UnsafeUploadUrlError, match="https, or http to a loopback host"):
+            check_upload_url(url, allow_loopback_http=True)

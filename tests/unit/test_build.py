@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 from srp_bundle import build
 
 FUNCTIONS = build.function_names(build.REPO_ROOT / "functions")
+LOCKS = build.lock_names()
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+) \\$")
 
 
@@ -88,13 +89,17 @@ def _pins(lock_text: str) -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
+def test_the_toolchain_is_locked_too() -> None:
+    assert {"build", "dev", "checkov"} <= set(LOCKS) and set(FUNCTIONS) <= set(LOCKS)
+
+
+@pytest.mark.parametrize("name", LOCKS)
 def test_each_lock_was_generated_from_the_current_pyproject(name: str) -> None:
     # Offline: the lock records a digest of its inputs. Fix: `python -m srp_bundle.build --lock`.
     assert build.lock_problem(name) is None, build.lock_problem(name)
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("name", LOCKS)
 def test_each_lock_pins_every_package_with_hashes_within_the_pyproject_ranges(name: str) -> None:
     text = build.lock_path(name).read_text()
     pins = _pins(text)
@@ -103,7 +108,7 @@ def test_each_lock_pins_every_package_with_hashes_within_the_pyproject_ranges(na
     for block in blocks:
         if block.strip() and not block.startswith("#"):
             assert "--hash=sha256:" in block, f"no hash for {block.splitlines()[0]}"
-    for requirement in map(Requirement, build.requirements_for(name, _pyproject())):
+    for requirement in map(Requirement, build.lock_target(name).requirements):
         version = pins.get(requirement.name.lower())
         assert version is not None, f"{requirement.name} is not locked for {name}"
         assert requirement.specifier.contains(version), f"{requirement} locked at {version}"
@@ -124,6 +129,94 @@ def test_a_lock_that_disagrees_with_pyproject_is_refused_by_the_build(tmp_path: 
         build.assemble("submit_task", tmp_path / "out", repo_root=root)
     (root / "functions/submit_task/requirements.txt").unlink()
     assert "missing" in (build.lock_problem("submit_task", root) or "")
+
+
+def _copy_toolchain_inputs(root: Path) -> str:
+    (root / "requirements").mkdir(parents=True)
+    for name in ("build.lock", "dev.lock", "checkov.lock", "checkov.in"):
+        shutil.copy(build.REPO_ROOT / "requirements" / name, root / "requirements" / name)
+    pyproject = (build.REPO_ROOT / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(pyproject)
+    return pyproject
+
+
+@pytest.mark.parametrize(
+    ("edited", "stale"),
+    [
+        (("pyproject.toml", '"ruff>=0.6"', '"ruff>=0.7"'), {"dev"}),  # the dev extra
+        (("pyproject.toml", '"httpx>=0.27,<1"', '"httpx>=0.28,<1"'), {"dev"}),  # a dependency
+        (("pyproject.toml", '"pillow>=10"', '"pillow>=10",\n    "six"'), {"dev"}),  # added
+        (
+            ("pyproject.toml", 'requires = ["setuptools>=68"]', 'requires = ["setuptools>=69"]'),
+            {"build"},
+        ),
+        (("requirements/checkov.in", "checkov>=3.2,<4", "checkov>=3.3,<4"), {"checkov"}),
+    ],
+)
+def test_a_toolchain_lock_whose_inputs_moved_is_stale(
+    tmp_path: Path, edited: tuple[str, str, str], stale: set[str]
+) -> None:
+    _copy_toolchain_inputs(tmp_path)
+    assert {name: build.lock_problem(name, tmp_path) for name in build.TOOLCHAIN_LOCKS} == {
+        name: None for name in build.TOOLCHAIN_LOCKS
+    }
+    file_name, old, new = edited
+    path = tmp_path / file_name
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+
+    problems = {name: build.lock_problem(name, tmp_path) for name in build.TOOLCHAIN_LOCKS}
+
+    assert {name for name, problem in problems.items() if problem} == stale
+    for name in stale:
+        assert f"python -m srp_bundle.build --lock {name}" in str(problems[name])
+
+
+def test_the_check_command_names_a_stale_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _copy_toolchain_inputs(tmp_path)
+    monkeypatch.setattr(build, "REPO_ROOT", tmp_path)
+    assert build.main(["--check", "dev", "checkov"]) == 0
+    (tmp_path / "requirements/checkov.in").write_text("checkov>=3.3,<4\n")
+
+    assert build.main(["--check", "dev", "checkov"]) == 1
+    assert "requirements/checkov.lock was not generated" in capsys.readouterr().err
+
+
+def test_dev_requirements_expand_the_projects_own_extras(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\n'
+        '[project]\nname = "srp-render-bundle"\ndependencies = ["httpx>=0.27"]\n'
+        "[project.optional-dependencies]\n"
+        'images = ["pyvips>=3"]\n'
+        'dev = ["srp_render_bundle[images]", "pytest>=8"]\n'
+    )
+    assert build.dev_requirements(pyproject) == ["httpx>=0.27", "pytest>=8", "pyvips>=3"]
+
+
+def test_bootstrap_installs_the_toolchain_only_from_the_locks_with_hashes() -> None:
+    script = (build.REPO_ROOT / "scripts" / "bootstrap").read_text()
+    installs = [
+        " ".join(line.split())
+        for line in script.replace("\\\n", " ").splitlines()
+        if "pip install" in line and not line.lstrip().startswith("#")
+    ]
+    assert installs, "scripts/bootstrap installs nothing with pip?"
+    for line in installs:
+        from_lock = "--require-hashes" in line and " -r " in line
+        ours = line.endswith("--no-deps --no-build-isolation -e .")
+        assert from_lock or ours, f"an install that is not from a hashed lock: {line}"
+        # Build isolation would fetch build backends from the index, unpinned.
+        assert "--no-build-isolation" in line or "--only-binary :all:" in line, line
+    assert "--upgrade" not in script and "install -q checkov" not in script
+    # The virtualenvs are rebuilt when a lock changes: the install stamp is a digest of them.
+    assert 'stamp="$venv/.installed-$(cat requirements/build.lock "$lock"' in script
+    for lock in ("requirements/dev.lock", "requirements/checkov.lock"):
+        assert (
+            f"install_locked_venv .venv{'-checkov' if 'checkov' in lock else ''} {lock}" in script
+        )
 
 
 def test_floors_are_at_least_the_versions_whose_apis_we_call() -> None:

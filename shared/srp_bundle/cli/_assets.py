@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -18,9 +19,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from srp_bundle.asset_archive import AssetArchive, prepare_archive
-from srp_bundle.asset_upload import AssetUploader, UploadReceipt, redacted_url
+from srp_bundle.asset_archive import DEFAULT_LIMITS, ArchiveLimits, AssetArchive, prepare_archive
+from srp_bundle.asset_upload import AssetUploader, UploadReceipt, is_loopback_host, redacted_url
 from srp_bundle.cli._backend import BackendUnavailableError, CliError, UsageError
 from srp_bundle.cli._console import Progress, human_bytes
 from srp_bundle.errors import (
@@ -32,6 +34,7 @@ from srp_bundle.errors import (
     SrpError,
     SrpNotFoundError,
     SrpValidationError,
+    UnsafeUploadUrlError,
 )
 from srp_bundle.settings import DEFAULT_SRP_API_URL, SRP_API_KEY, SRP_API_URL, SRP_TIMEOUT_SECONDS
 from srp_bundle.srp_client import SrpClient
@@ -89,6 +92,33 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="accept an archive whose files all sit under one top-level folder",
     )
+    limits = upload.add_argument_group(
+        "limits of a given ZIP (counted in bytes actually unpacked; sizes like 500MiB, 32GiB)"
+    )
+    limits.add_argument(
+        "--max-unpacked-size",
+        type=_size,
+        default=DEFAULT_LIMITS.max_total_bytes,
+        metavar="SIZE",
+        help=f"all entries together [default {human_bytes(DEFAULT_LIMITS.max_total_bytes)}]",
+    )
+    limits.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=DEFAULT_LIMITS.max_entry_bytes,
+        metavar="SIZE",
+        help=f"one entry [default {human_bytes(DEFAULT_LIMITS.max_entry_bytes)}]",
+    )
+    limits.add_argument(
+        "--max-compression-ratio",
+        type=float,
+        default=DEFAULT_LIMITS.max_ratio,
+        metavar="RATIO",
+        help=(
+            "unpacked bytes per compressed byte of one entry, past its first MiB "
+            f"[default {DEFAULT_LIMITS.max_ratio:g}]"
+        ),
+    )
     upload.set_defaults(handler=run_upload)
     confirm = actions.add_parser(
         "confirm",
@@ -109,7 +139,14 @@ def run_upload(args: argparse.Namespace) -> int:
         output = stack.enter_context(_archive_output(args))
         try:
             archive = prepare_archive(
-                args.source, output, allow_single_folder=args.allow_single_folder
+                args.source,
+                output,
+                allow_single_folder=args.allow_single_folder,
+                limits=ArchiveLimits(
+                    max_total_bytes=args.max_unpacked_size,
+                    max_entry_bytes=args.max_file_size,
+                    max_ratio=args.max_compression_ratio,
+                ),
             )
         except AssetArchiveError as error:
             raise UsageError(str(error)) from None
@@ -117,7 +154,9 @@ def run_upload(args: argparse.Namespace) -> int:
         if srp is None:
             print("dry run: nothing uploaded, SRP not contacted")
             return 0
-        uploader = stack.enter_context(AssetUploader())
+        # Local mode: SRP itself on this machine (the emulator) may hand out http URLs on it.
+        local_srp = is_loopback_host(urlsplit(srp.base_url).hostname or "")
+        uploader = stack.enter_context(AssetUploader(allow_loopback_http=local_srp))
         upload = _ask_upload_url(srp, collection_id)
         upload, receipt = _put_with_refresh(srp, uploader, upload, collection_id, archive)
         print(
@@ -178,6 +217,8 @@ def _put_with_refresh(
     while True:
         try:
             return upload, _put_with_progress(uploader, upload, archive)
+        except UnsafeUploadUrlError as error:
+            raise UsageError(f"{error}; nothing was created") from None
         except AssetUploadUrlExpiredError as error:
             if refreshes >= URL_REFRESHES:
                 raise PartialFailure(
@@ -230,6 +271,19 @@ def _create_asset(srp: SrpClient, asset_id: str) -> None:
 
 
 # ---- plumbing ---------------------------------------------------------------------------
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+
+
+def _size(text: str) -> int:
+    match = _SIZE.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: a positive number of bytes, or with KiB, MiB, GiB or TiB"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _collection_uuid(text: str) -> str:

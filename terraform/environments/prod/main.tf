@@ -11,6 +11,8 @@ module "srp_bundle" {
   function_source_dir            = var.function_source_dir
   srp_api_url                    = var.srp_api_url
   srp_writer_member              = var.srp_writer_member
+  producer_members               = var.producer_members
+  manage_data_access_audit_logs  = var.manage_data_access_audit_logs
   function_scaling               = var.function_scaling
   accept_previous_webhook_secret = var.accept_previous_webhook_secret
   secret_versions                = var.secret_versions

@@ -32,3 +32,8 @@ output "secret_ids" {
   description = "Secret ids to add values to, by environment variable."
   value       = module.srp_bundle.secret_ids
 }
+
+output "topic_publishers" {
+  description = "Who may publish to each topic through topic IAM (project-level publishers can too)."
+  value       = module.srp_bundle.topic_publishers
+}

@@ -36,6 +36,19 @@ variable "srp_writer_member" {
   description = "IAM member SRP writes renders as, e.g. serviceAccount:renderer@srp.iam.gserviceaccount.com."
 }
 
+variable "producer_members" {
+  type        = list(string)
+  description = "IAM members that publish render requests (publish on the render-requests topic only), e.g. [\"serviceAccount:minter@studio.iam.gserviceaccount.com\"]."
+  default     = []
+}
+
+variable "manage_data_access_audit_logs" {
+  type        = bool
+  description = "Turn on data-access audit logs for Cloud Storage and Firestore; authoritative per service, so set false when the organisation manages the project's audit config (docs/deploy.md)."
+  # On here: an environment is meant to own its project (docs/deploy.md). The module's default is off.
+  default = true
+}
+
 variable "function_scaling" {
   type = map(object({
     max_instances   = optional(number)

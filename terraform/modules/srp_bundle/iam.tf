@@ -139,22 +139,35 @@ resource "google_secret_manager_secret_iam_member" "function_access" {
 
 # --- Topics and subscriptions ------------------------------------------------------------
 
-resource "google_pubsub_topic_iam_member" "function_publishes_events" {
-  for_each = local.functions
+# Producers publish render requests, and only there: a publisher of the dead-letter topic could
+# fail any request that has no task yet, one of the events topic could forge render.completed.
+resource "google_pubsub_topic_iam_member" "producer_publishes_requests" {
+  for_each = toset(var.producer_members)
 
+  project = var.project_id
+  topic   = google_pubsub_topic.render_requests.name
+  role    = "roles/pubsub.publisher"
+  member  = each.key
+}
+
+# Authoritative for the publisher role on these two topics, which the module owns: a publisher
+# granted on the topic outside Terraform is removed at the next apply. Project-level grants
+# (roles/pubsub.publisher, editor, owner) are not topic IAM and still reach both topics; see
+# docs/deploy.md, "Who may publish".
+resource "google_pubsub_topic_iam_binding" "event_publishers" {
   project = var.project_id
   topic   = google_pubsub_topic.render_events.name
   role    = "roles/pubsub.publisher"
-  member  = google_service_account.function[each.key].member
+  members = [for function_name in keys(local.functions) : google_service_account.function[function_name].member]
 }
 
-# A dead-letter policy works only if the Pub/Sub service agent may publish to the
-# dead-letter topic and acknowledge (subscribe to) the source subscription.
-resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letter_publisher" {
+# A dead-letter policy works only if the Pub/Sub service agent may publish to the dead-letter
+# topic and acknowledge (subscribe to) the source subscription; nobody else publishes there.
+resource "google_pubsub_topic_iam_binding" "dead_letter_publishers" {
   project = var.project_id
   topic   = google_pubsub_topic.render_requests_dead_letter.name
   role    = "roles/pubsub.publisher"
-  member  = local.pubsub_service_agent
+  members = [local.pubsub_service_agent]
 }
 
 resource "google_pubsub_subscription_iam_member" "pubsub_agent_submit_subscriber" {

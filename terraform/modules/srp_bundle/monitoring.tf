@@ -11,9 +11,9 @@ locals {
 # Data-access audit logs (reads and writes of objects and documents) for Cloud Storage and
 # Firestore: who touched which render or task record. datastore.googleapis.com configures
 # Firestore's logs too. Authoritative per service: it replaces any other audit config the
-# project has for these two services.
+# project has for these two services (exempted members included), hence opt-in.
 resource "google_project_iam_audit_config" "data_access" {
-  for_each = toset(["storage.googleapis.com", "datastore.googleapis.com"])
+  for_each = var.manage_data_access_audit_logs ? toset(["storage.googleapis.com", "datastore.googleapis.com"]) : toset([])
 
   project = var.project_id
   service = each.key

@@ -52,3 +52,12 @@ output "function_service_accounts" {
   description = "Service account email of each function."
   value       = { for entry_point, account in google_service_account.function : entry_point => account.email }
 }
+
+output "topic_publishers" {
+  description = "Who the module lets publish to each topic (topic-level IAM); anyone holding roles/pubsub.publisher, editor or owner on the project can publish too."
+  value = {
+    render_requests = var.producer_members
+    render_events   = google_pubsub_topic_iam_binding.event_publishers.members
+    dead_letter     = google_pubsub_topic_iam_binding.dead_letter_publishers.members
+  }
+}

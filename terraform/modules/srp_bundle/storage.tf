@@ -2,7 +2,7 @@
 # prevention enforced, versioning with old versions expiring, stale multipart uploads aborted.
 
 resource "google_storage_bucket" "renders" {
-  #checkov:skip=CKV_GCP_62:Data-access audit logs are on for Cloud Storage (google_project_iam_audit_config.data_access); usage-log buckets would add a bucket to secure and nothing to read.
+  #checkov:skip=CKV_GCP_62:Object reads and writes are in Cloud Storage's data-access audit logs (google_project_iam_audit_config.data_access when manage_data_access_audit_logs is set, else the organisation's own audit config); usage-log buckets would add a bucket to secure and nothing to read.
   project                     = var.project_id
   name                        = "${var.project_id}-${local.name_prefix}-renders"
   location                    = local.bucket_location
@@ -49,7 +49,7 @@ resource "google_storage_bucket" "renders" {
 }
 
 resource "google_storage_bucket" "derivatives" {
-  #checkov:skip=CKV_GCP_62:Data-access audit logs are on for Cloud Storage (google_project_iam_audit_config.data_access); usage-log buckets would add a bucket to secure and nothing to read.
+  #checkov:skip=CKV_GCP_62:Object reads and writes are in Cloud Storage's data-access audit logs (google_project_iam_audit_config.data_access when manage_data_access_audit_logs is set, else the organisation's own audit config); usage-log buckets would add a bucket to secure and nothing to read.
   project                     = var.project_id
   name                        = "${var.project_id}-${local.name_prefix}-derivatives"
   location                    = local.bucket_location
@@ -95,7 +95,7 @@ resource "google_storage_bucket" "derivatives" {
 }
 
 resource "google_storage_bucket" "function_source" {
-  #checkov:skip=CKV_GCP_62:Data-access audit logs are on for Cloud Storage (google_project_iam_audit_config.data_access); usage-log buckets would add a bucket to secure and nothing to read.
+  #checkov:skip=CKV_GCP_62:Object reads and writes are in Cloud Storage's data-access audit logs (google_project_iam_audit_config.data_access when manage_data_access_audit_logs is set, else the organisation's own audit config); usage-log buckets would add a bucket to secure and nothing to read.
   project                     = var.project_id
   name                        = "${var.project_id}-${local.name_prefix}-function-source"
   location                    = var.region

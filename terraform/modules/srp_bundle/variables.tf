@@ -55,6 +55,26 @@ variable "srp_writer_member" {
   }
 }
 
+variable "producer_members" {
+  type        = list(string)
+  description = "IAM members that publish render requests, e.g. serviceAccount:minter@studio.iam.gserviceaccount.com: each gets roles/pubsub.publisher on the render-requests topic and nothing else. Grant producers here, never project-wide: a project-wide publisher can also publish to the dead-letter and events topics."
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for member in var.producer_members :
+      can(regex("^((serviceAccount|user|group):[^@\\s]+@[^@\\s]+|domain:[^@:\\s]+|principal(Set)?://\\S+)$", member))
+    ])
+    error_message = "Each producer must be one IAM member: serviceAccount:, user: or group: with an email, domain:, or a principal:// or principalSet:// identifier (never allUsers or allAuthenticatedUsers)."
+  }
+}
+
+variable "manage_data_access_audit_logs" {
+  type        = bool
+  description = "Turn on data-access audit logs (DATA_READ, DATA_WRITE) for Cloud Storage and Firestore in the project. The setting is authoritative per service: it replaces the project's own audit config of those two services, exempted members included, so it is off unless the project's audit config is yours to set."
+  default     = false
+}
+
 variable "tasks_collection" {
   type        = string
   description = "Firestore collection of task records (TASKS_COLLECTION)."
