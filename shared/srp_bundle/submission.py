@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from srp_bundle.callback_auth import our_callback
-from srp_bundle.callback_policy import check_producer_callbacks
+from srp_bundle.callback_policy import CallbackPolicy, check_producer_callbacks
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher, publish_transition
@@ -99,15 +99,14 @@ class Submitter:
         self.publisher = publisher
         self.clock = clock
         self.lease_seconds = int(settings.srp_timeout_seconds * 3) + 30
+        self.callback_policy = CallbackPolicy.from_settings(settings)
 
     def submit(self, message: PubsubMessage) -> SubmissionResult:
         """Handle one delivery; raise only for transient failures (the message is redelivered)."""
         now = self.clock()
         try:
             request = parse_render_request(
-                message.data,
-                message.message_id,
-                allow_local_http_callbacks=self.settings.allow_local_http_callbacks,
+                message.data, message.message_id, callback_policy=self.callback_policy
             )
         except InvalidMessageError as error:
             return self._reject(message, error, now)
@@ -142,9 +141,7 @@ class Submitter:
             return self._fail_request(request.request_id, "request_expired", reason)
         try:
             # A record written before this policy existed is held to it too.
-            check_producer_callbacks(
-                request.callback_urls, allow_local_http=self.settings.allow_local_http_callbacks
-            )
+            check_producer_callbacks(request.callback_urls, self.callback_policy)
         except CallbackRefusedError as error:
             self._release(request.request_id, attempt, error, ambiguous=False)  # nothing sent
             return self._fail_request(request.request_id, error.code, str(error))

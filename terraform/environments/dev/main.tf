@@ -19,6 +19,7 @@ module "srp_bundle" {
   srp_writer_member              = var.srp_writer_member
   function_scaling               = var.function_scaling
   accept_previous_webhook_secret = var.accept_previous_webhook_secret
+  forward_producer_callbacks     = var.forward_producer_callbacks
   secret_versions                = var.secret_versions
   notification_channels          = var.notification_channels
 }
