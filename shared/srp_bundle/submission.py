@@ -27,6 +27,7 @@ from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher, publish_transition
 from srp_bundle.log import bind, get_logger, log_fields
+from srp_bundle.redaction import header_values, without_header_values
 from srp_bundle.render_requests import (
     RenderRequest,
     message_digest,
@@ -126,7 +127,7 @@ class Submitter:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
         now = self.clock()
         try:
-            request = _stored_request(record)
+            request = self._stored_request(record)
         except InvalidMessageError as error:
             reason = f"the stored request can never be sent: {error}"
             return self._fail_request(record.request_id, error.code, reason)
@@ -192,7 +193,9 @@ class Submitter:
             log.append({"kind": "submit_attempt", "attempt": record.submit_attempts})
             return record, log
 
-        record = self.store.update(request.request_id, decide)
+        record = self.store.update(
+            request.request_id, decide, secrets_if_created=_callback_secrets(request)
+        )
         if "defer" in verdict:
             raise SubmissionDeferredError(f"{request.request_id}: {verdict['defer']}")
         return _Claim(verdict.get("outcome"), record)
@@ -305,21 +308,31 @@ class Submitter:
             f"{self.settings.max_request_age_seconds}; it stopped retrying"
         )
 
+    def _stored_request(self, record: TaskRecord) -> RenderRequest:
+        """The render request a record was created from, producer header values included."""
+        return RenderRequest(
+            request_id=record.request_id,
+            collection_id=record.collection_id,
+            input_data_json=record.input_data_json,
+            priority=record.priority,
+            callback_urls=parse_callback_urls(self.store.producer_callbacks(record)),
+            metadata=record.metadata,
+            retry_of=record.retry_of,
+        )
 
-def _stored_request(record: TaskRecord) -> RenderRequest:
-    """The render request a record was created from."""
-    return RenderRequest(
-        request_id=record.request_id,
-        collection_id=record.collection_id,
-        input_data_json=record.input_data_json,
-        priority=record.priority,
-        callback_urls=parse_callback_urls(record.callback_urls),
-        metadata=record.metadata,
-        retry_of=record.retry_of,
-    )
+
+def _callback_secrets(request: RenderRequest) -> dict[str, Any] | None:
+    """What `<TASKS_COLLECTION>_secrets/{request_id}` keeps: callbacks with header values."""
+    if not header_values(request.callback_urls):
+        return None
+    return {
+        "request_id": request.request_id,
+        "callback_urls": [callback_url_to_json(c) for c in request.callback_urls],
+    }
 
 
 def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> TaskRecord:
+    callbacks = request.callback_urls
     return TaskRecord(
         message_digest=digest,
         request_id=request.request_id,
@@ -327,7 +340,9 @@ def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> Ta
         state=State.RECEIVED,
         input_data_json=request.input_data_json,
         priority=request.priority,
-        callback_urls=[callback_url_to_json(c) for c in request.callback_urls],
+        # Header values are the producer's credentials: kept apart (see _callback_secrets).
+        callback_urls=[without_header_values(callback_url_to_json(c)) for c in callbacks],
+        callback_headers_kept_apart=bool(header_values(callbacks)),
         metadata=request.metadata,
         retry_of=request.retry_of,
         created_at=now,

@@ -152,9 +152,10 @@ def plan_retries(
         }
         if original.priority is not None:
             body["priority"] = original.priority
-        if original.callback_urls:
-            body["callback_urls"] = original.callback_urls
         try:
+            if original.callback_urls:
+                # With the producer's header values, which the record does not keep.
+                body["callback_urls"] = store.producer_callbacks(original)
             parse_render_request(encode_json(body), message_id=request_id, callback_policy=policy)
         except InvalidMessageError as error:
             problems.append(f"{record.request_id}: cannot be retried: {error}")
