@@ -4,19 +4,34 @@ SRP calls every entry of `callback_urls` from its own network, so an unchecked e
 would make SRP our relay to `http://169.254.169.254/` or any internal name. The URL
 grammar is deliberately narrower than what URL parsers accept (no userinfo, no
 backslash, no non-ASCII): where two parsers could disagree on the host, the URL is
-refused. A public name that resolves to a private address cannot be caught without
-resolving it where SRP does; that is SRP's network policy to enforce.
+refused. A host must be a registrable name under a top-level domain of the ICANN section
+of the Public Suffix List (the copy shipped in the `publicsuffixlist` wheel, never
+fetched), so `.svc`, `.test`, `.internal` and every other name only a private resolver
+knows are refused, and headers that unlock cloud metadata services are refused too.
+
+What this cannot see: a public name that resolves to a private address (DNS is SRP's,
+and answers can change between our check and SRP's call), or a name SRP's resolver
+completes with a search domain. Those are SRP's network policy to enforce; a deployment
+that wants no producer URL at SRP at all sets FORWARD_PRODUCER_CALLBACKS=false.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from publicsuffixlist import PublicSuffixList
 
 from srp_bundle.errors import CallbackRefusedError
 from srp_bundle.srp_models import CallbackTarget, CallbackUrl
+
+if TYPE_CHECKING:
+    from srp_bundle.settings import Settings
 
 MAX_PRODUCER_CALLBACKS = 5
 MAX_URL_LENGTH = 2048
@@ -49,28 +64,96 @@ _RESERVED_HEADERS = frozenset(
         "upgrade",
     }
 )
-# Names that only resolve inside a network: localhost, mDNS, cloud metadata, intranets.
-_INTERNAL_SUFFIXES = (
-    "localhost",
-    "local",
-    "localdomain",
-    "internal",
-    "intranet",
-    "private",
-    "corp",
-    "home",
-    "lan",
-    "arpa",
+# Headers that unlock a cloud instance metadata service (GCP, Azure, AWS IMDSv2, Alibaba,
+# IBM) or claim the request comes from a client address (proxies and internal services
+# trust them). A public name that resolves to a metadata address answers only with them.
+_METADATA_HEADERS = frozenset(
+    {
+        "metadata-flavor",  # GCP (Google), IBM Cloud (ibm)
+        "x-google-metadata-request",  # GCP's legacy metadata header
+        "metadata",  # Azure IMDS (Metadata: true)
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "x-originating-ip",
+    }
+)
+_METADATA_HEADER_PREFIXES = (
+    "x-aws-ec2-metadata-token",  # IMDSv2: the token and the PUT that makes one (-ttl-seconds)
+    "x-aliyun-ecs-metadata-token",  # Alibaba ECS hardened mode, same pair
+    "x-forwarded-",
+)
+# Oracle Cloud's IMDSv2 needs `Authorization: Bearer Oracle`; any other value is a
+# producer's own credential.
+_METADATA_AUTHORIZATION = "bearer oracle"
+# Delegated suffixes that are not public endpoints all the same.
+_SPECIAL_USE_SUFFIXES = {
+    "arpa": "infrastructure names: reverse lookups, home.arpa networks (RFC 8375)",
+    "onion": "Tor names, never resolved by DNS (RFC 7686)",
+    # Delegated to Google's registry, not open for registration as far as we know, while
+    # `service.prod` is what a Kubernetes resolver completes to a service of namespace prod.
+    "prod": "a Kubernetes-style service.namespace name",
+}
+# Public DNS services whose names resolve to the address they spell (10.0.0.1.nip.io) or to
+# loopback (lvh.me): an SSRF classic that a name check can refuse.
+_ADDRESS_SPELLING_DOMAINS = (
+    "nip.io",
+    "sslip.io",
+    "xip.io",
+    "traefik.me",
+    "localtest.me",
+    "lvh.me",
+    "vcap.me",
 )
 
 
-def check_producer_callbacks(
-    callbacks: Sequence[CallbackUrl], *, allow_local_http: bool = False
-) -> None:
-    """Raise `CallbackRefusedError` naming the first entry SRP must not be asked to call.
+@functools.cache
+def _icann_suffixes() -> PublicSuffixList:
+    """The ICANN section of the shipped list, parsed once (about 50 ms) on first use.
 
-    `allow_local_http` (local development only) also accepts http:// and loopback hosts.
+    Private-section entries (github.io, run.app, ...) are left out: they say which names
+    their operator hands to customers, not whether a name is public, and every one of them
+    sits under an ICANN suffix, so they could only refuse the platforms' own bare hosts.
     """
+    return PublicSuffixList(only_icann=True, accept_unknown=False)
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """What this deployment lets producers do with `callback_urls`.
+
+    `allow_local_http` (ALLOW_LOCAL_HTTP_CALLBACKS, local development only) also accepts
+    http:// and loopback hosts; `forward` (FORWARD_PRODUCER_CALLBACKS) false refuses every
+    request that has producer callbacks: SRP is then never given a producer URL.
+    """
+
+    allow_local_http: bool = False
+    forward: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CallbackPolicy:
+        """The policy the settings describe."""
+        return cls(
+            allow_local_http=settings.allow_local_http_callbacks,
+            forward=settings.forward_producer_callbacks,
+        )
+
+
+# Production's defaults: https only, producer callbacks forwarded.
+DEFAULT_CALLBACK_POLICY = CallbackPolicy()
+
+
+def check_producer_callbacks(
+    callbacks: Sequence[CallbackUrl], policy: CallbackPolicy = DEFAULT_CALLBACK_POLICY
+) -> None:
+    """Raise `CallbackRefusedError` naming the first entry SRP must not be asked to call."""
+    if callbacks and not policy.forward:
+        raise CallbackRefusedError(
+            "this deployment does not pass producer callback_urls to SRP "
+            "(FORWARD_PRODUCER_CALLBACKS=false): leave them out and subscribe to the "
+            "render-events topic instead"
+        )
+    allow_local_http = policy.allow_local_http
     if len(callbacks) > MAX_PRODUCER_CALLBACKS:
         raise CallbackRefusedError(
             f"at most {MAX_PRODUCER_CALLBACKS} callback_urls are allowed, got {len(callbacks)}"
@@ -105,6 +188,11 @@ def _check_target(callback: CallbackTarget, where: str) -> None:
             )
         if name.lower() in _RESERVED_HEADERS:
             raise CallbackRefusedError(f"{where}.headers: {name!r} may not be set by a producer")
+        if _is_metadata_header(name, value):
+            raise CallbackRefusedError(
+                f"{where}.headers: {name!r} is a cloud metadata or client-address header "
+                "and may not be set by a producer"
+            )
         if len(value) > MAX_HEADER_VALUE_LENGTH or not _HEADER_VALUE.fullmatch(value):
             raise CallbackRefusedError(
                 f"{where}.headers.{name} must be at most {MAX_HEADER_VALUE_LENGTH} printable "
@@ -153,10 +241,27 @@ def _host_refusal(host: str, allow_loopback: bool) -> str | None:
         return None if allow_loopback else "is a loopback name"
     if len(labels) < 2:
         return "is a single-label (internal) name"
-    for suffix in _INTERNAL_SUFFIXES:
-        if name.endswith(f".{suffix}"):
-            return f"is an internal name (.{suffix})"
+    if labels[-1] in _SPECIAL_USE_SUFFIXES:
+        return f"is not a public endpoint (.{labels[-1]}: {_SPECIAL_USE_SUFFIXES[labels[-1]]})"
+    suffixes = _icann_suffixes()
+    if suffixes.publicsuffix(name, accept_unknown=False) is None:
+        return (
+            f"is an internal name (.{labels[-1]} is not a top-level domain of the "
+            "Public Suffix List)"
+        )
+    registrable = suffixes.privatesuffix(name, accept_unknown=False)
+    if registrable is None:
+        return "is a public suffix, not a registrable name"
+    if registrable in _ADDRESS_SPELLING_DOMAINS:
+        return f"resolves to the address its name spells ({registrable})"
     return None
+
+
+def _is_metadata_header(name: str, value: str) -> bool:
+    lowered = name.lower()
+    if lowered == "authorization":
+        return value.strip().lower() == _METADATA_AUTHORIZATION
+    return lowered in _METADATA_HEADERS or lowered.startswith(_METADATA_HEADER_PREFIXES)
 
 
 def _is_loopback_address(text: str) -> bool:

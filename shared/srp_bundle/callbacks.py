@@ -25,6 +25,7 @@ from srp_bundle.events import EventPublisher
 from srp_bundle.json_limits import parse_json
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish
+from srp_bundle.redaction import redact, redact_json
 from srp_bundle.render_paths import check_output_files
 from srp_bundle.settings import Settings
 from srp_bundle.srp_models import CallbackUrl, SrpCallback, SrpTask, parse_callback
@@ -89,7 +90,10 @@ class CallbackIngestor:
                 "callback for an unknown request", extra=log_fields(task_id=callback.task_id)
             )
             return Reply(404, {"error": f"no render request {request_id!r}"})
+        # SRP's words may echo the request's callbacks: no header value goes further.
+        secrets = self.store.callback_header_values(record)
         status, reason = callback.status, _reason(callback)
+        reason = None if reason is None else redact(reason, secrets)
         confirm = (
             self.settings.confirm_terminal_status
             and is_terminal_status(status)
@@ -119,7 +123,7 @@ class CallbackIngestor:
             source="callback",
             reason=reason,
         )
-        received = {"kind": "callback", "payload": json.loads(body)}
+        received = {"kind": "callback", "payload": redact_json(json.loads(body), secrets)}
         try:
             transition = apply_and_publish(
                 self.store, self.publisher, request_id, change, received=received

@@ -122,7 +122,9 @@ class Reconciler:
             # SRP already said done: only post-processing can be missing.
             return self._rendered(record, self.clock())
         try:
-            task = self.srp.get_task(record.task_id)
+            # Its error is logged: the producer's header values stay out of it.
+            secrets = self.store.callback_header_values(record)
+            task = self.srp.get_task(record.task_id, secrets=secrets)
         except SrpNotFoundError:
             transition = apply_and_publish(
                 self.store,

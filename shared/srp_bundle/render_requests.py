@@ -10,7 +10,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from srp_bundle.callback_policy import check_producer_callbacks
+from srp_bundle.callback_policy import (
+    DEFAULT_CALLBACK_POLICY,
+    CallbackPolicy,
+    check_producer_callbacks,
+)
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.json_limits import parse_json
 from srp_bundle.srp_models import CallbackUrl, parse_callback_urls
@@ -88,12 +92,12 @@ def message_digest(data: bytes) -> str:
 
 
 def parse_render_request(
-    data: bytes, message_id: str, *, allow_local_http_callbacks: bool = False
+    data: bytes, message_id: str, *, callback_policy: CallbackPolicy = DEFAULT_CALLBACK_POLICY
 ) -> RenderRequest:
     """Validate a Pub/Sub message body; raise `InvalidMessageError` saying what is wrong.
 
-    Producer callbacks must pass `check_producer_callbacks` (`allow_local_http_callbacks`
-    is the local-development setting `ALLOW_LOCAL_HTTP_CALLBACKS`).
+    Producer callbacks must pass `check_producer_callbacks` under `callback_policy` (the
+    deployment's ALLOW_LOCAL_HTTP_CALLBACKS and FORWARD_PRODUCER_CALLBACKS).
     """
     body = parse_json(
         data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
@@ -135,7 +139,7 @@ def parse_render_request(
     check_storable(metadata, "metadata")
     check_storable(body.get("callback_urls"), "callback_urls")
     callback_urls = parse_callback_urls(body.get("callback_urls"))
-    check_producer_callbacks(callback_urls, allow_local_http=allow_local_http_callbacks)
+    check_producer_callbacks(callback_urls, callback_policy)
     retry_of = body.get("retry_of")
     return RenderRequest(
         request_id=check_request_id(body["request_id"]) if "request_id" in body else message_id,

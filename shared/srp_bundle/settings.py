@@ -36,6 +36,9 @@ MEDIA_TIMEOUT_SECONDS = "MEDIA_TIMEOUT_SECONDS"
 RENDERED_DEADLINE_SECONDS = "RENDERED_DEADLINE_SECONDS"
 # Local development only: also accept http:// and loopback hosts in producer callback_urls.
 ALLOW_LOCAL_HTTP_CALLBACKS = "ALLOW_LOCAL_HTTP_CALLBACKS"
+# false: producer callback_urls are never passed to SRP (requests carrying them are
+# refused); producers subscribe to the render-events topic instead.
+FORWARD_PRODUCER_CALLBACKS = "FORWARD_PRODUCER_CALLBACKS"
 
 DEFAULT_SRP_API_URL = "https://srp.snark.art"
 DEFAULT_TASKS_COLLECTION = "srp_tasks"
@@ -114,6 +117,7 @@ class Settings:
     # once by reconcile, then failed.
     rendered_deadline_seconds: int = 3600
     allow_local_http_callbacks: bool = False
+    forward_producer_callbacks: bool = True
 
     def require(self, value: str | None, variable: str) -> str:
         """Return a value that the caller cannot work without, naming the variable if unset."""
@@ -217,6 +221,7 @@ def load_settings(
         media_timeout_seconds=_positive_int(env, MEDIA_TIMEOUT_SECONDS, 120),
         rendered_deadline_seconds=_positive_int(env, RENDERED_DEADLINE_SECONDS, 3600),
         allow_local_http_callbacks=_boolean(env, ALLOW_LOCAL_HTTP_CALLBACKS, False),
+        forward_producer_callbacks=_boolean(env, FORWARD_PRODUCER_CALLBACKS, True),
     )
 
 

@@ -35,7 +35,10 @@ error is raised and the caller decides (submit_task keeps its own record); a 429
 so the caller's redelivery honours `retry_after`.
 
 The API key is sent only in the `Authorization` header: it is left out of `repr`, log lines and
-error messages (redacted even if SRP echoes it back).
+error messages (redacted even if SRP echoes it back). Every error's message and `body` are
+redacted (`srp_bundle.redaction`): the key, the header values of the callbacks the call sent
+(our token, the producers' credentials), anything shaped like a callback token, and every
+value of a `headers` object in a JSON body.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from srp_bundle.errors import (
     SrpValidationError,
     parse_retry_after,
 )
+from srp_bundle.redaction import REDACTED, header_values, redact, redact_json
 from srp_bundle.settings import DEFAULT_SRP_API_URL, SRP_API_KEY, Settings
 from srp_bundle.srp_models import (
     AssetUpload,
@@ -245,13 +249,20 @@ class SrpClient:
             callback_urls=tuple(callback_urls),
             priority=priority,
         )
-        return self._task_from(self._request("POST", TASKS_PATH, json_body=request.to_json()))
+        # SRP may echo the request in an error: the callbacks' header values never go further.
+        secrets = header_values(request.callback_urls)
+        response = self._request("POST", TASKS_PATH, json_body=request.to_json(), secrets=secrets)
+        return self._parse_answer(response, parse_task, secrets)
 
-    def get_task(self, task_id: str) -> SrpTask:
-        """Read a task's current state (`GET /api/v1/tasks?id=`)."""
+    def get_task(self, task_id: str, *, secrets: tuple[str, ...] = ()) -> SrpTask:
+        """Read a task's current state (`GET /api/v1/tasks?id=`).
+
+        `secrets`: values the task's callbacks carry, redacted from any error (SRP may echo them).
+        """
         if not isinstance(task_id, str) or not task_id.strip():
             raise InvalidMessageError("task_id must be a non-empty string")
-        return self._task_from(self._request("GET", TASKS_PATH, params={"id": task_id}))
+        response = self._request("GET", TASKS_PATH, params={"id": task_id}, secrets=secrets)
+        return self._parse_answer(response, parse_task, secrets)
 
     def get_asset_upload_url(self, collection_id: str) -> AssetUpload:
         """Ask for a signed URL to PUT a collection's asset ZIP to (GET, so retried)."""
@@ -272,11 +283,11 @@ class SrpClient:
     def _asset_from(self, response: httpx.Response) -> AssetUpload:
         return self._parse_answer(response, parse_asset_upload)
 
-    def _task_from(self, response: httpx.Response) -> SrpTask:
-        return self._parse_answer(response, parse_task)
-
     def _parse_answer(
-        self, response: httpx.Response, parse: Callable[[object], _Answer]
+        self,
+        response: httpx.Response,
+        parse: Callable[[object], _Answer],
+        secrets: tuple[str, ...] = (),
     ) -> _Answer:
         try:
             return parse(response.json())
@@ -286,10 +297,11 @@ class SrpClient:
             raise SrpError(
                 self._redact(
                     f"SRP answered {response.status_code} to {_describe(response.request)} "
-                    f"with an unexpected body: {exc}"
+                    f"with an unexpected body: {exc}",
+                    secrets,
                 ),
                 status_code=response.status_code,
-                body=_body_of(response),
+                body=self._redacted_body(response, secrets),
             ) from None
 
     def _request(
@@ -299,8 +311,12 @@ class SrpClient:
         *,
         params: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> httpx.Response:
-        """Send one call, retrying as `self.retry` allows; return a 2xx response or raise."""
+        """Send one call, retrying as `self.retry` allows; return a 2xx response or raise.
+
+        `secrets` (values the call carries besides the key) are redacted from any error.
+        """
         content: bytes | None = None
         headers: dict[str, str] = {}
         if json_body is not None:
@@ -315,7 +331,7 @@ class SrpClient:
                     method, path, params=params, content=content, headers=headers
                 )
             except httpx.TransportError as exc:
-                error: SrpError = self._connection_error(method, path, exc)
+                error: SrpError = self._connection_error(method, path, exc, secrets)
                 error.__cause__ = exc
             else:
                 if response.is_success:
@@ -323,7 +339,7 @@ class SrpClient:
                 retry_after = parse_retry_after(
                     response.headers.get("Retry-After"), now=self._clock()
                 )
-                error = self._error_from_response(response, retry_after)
+                error = self._error_from_response(response, retry_after, secrets)
             delay = self.retry.delay_before_retry(method, error, attempts_made, retry_after)
             if delay is None:
                 raise error
@@ -348,11 +364,14 @@ class SrpClient:
             )
             self._sleep(delay)
 
-    def _error_from_response(self, response: httpx.Response, retry_after: float | None) -> SrpError:
+    def _error_from_response(
+        self, response: httpx.Response, retry_after: float | None, secrets: tuple[str, ...]
+    ) -> SrpError:
         status = response.status_code
-        body = _body_of(response)
+        body = self._redacted_body(response, secrets)
         message = self._redact(
-            f"SRP answered {status} to {_describe(response.request)}: {_srp_message(body)}"
+            f"SRP answered {status} to {_describe(response.request)}: {_srp_message(body)}",
+            secrets,
         )
         if status in (401, 403):
             return SrpAuthenticationError(message, status_code=status, body=body)
@@ -369,7 +388,7 @@ class SrpClient:
         return SrpError(message, status_code=status, body=body)
 
     def _connection_error(
-        self, method: str, path: str, exc: httpx.TransportError
+        self, method: str, path: str, exc: httpx.TransportError, secrets: tuple[str, ...]
     ) -> SrpConnectionError:
         # Only these fail before a byte of the request is written; a read timeout, a reset
         # or a protocol error can happen after SRP received (and acted on) the request.
@@ -381,13 +400,21 @@ class SrpClient:
         reached = "was not sent" if never_sent else "may have reached SRP"
         return SrpConnectionError(
             self._redact(
-                f"SRP {method} {path}: {what} ({type(exc).__name__}: {exc}); the request {reached}"
+                f"SRP {method} {path}: {what} ({type(exc).__name__}: {exc}); the request {reached}",
+                secrets,
             ),
             may_have_reached_srp=not never_sent,
         )
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]")
+    def _redact(self, text: str, secrets: tuple[str, ...] = ()) -> str:
+        # The key whatever its length; the rest by `redact`'s rules.
+        return redact(text.replace(self._api_key, REDACTED), secrets)
+
+    def _redacted_body(self, response: httpx.Response, secrets: tuple[str, ...]) -> Any:
+        body = _body_of(response)
+        if isinstance(body, str):
+            body = body.replace(self._api_key, REDACTED)
+        return redact_json(body, (self._api_key, *secrets))
 
 
 def _encode_json(body: dict[str, Any]) -> bytes:

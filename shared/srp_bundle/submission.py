@@ -22,12 +22,13 @@ from enum import StrEnum
 from typing import Any
 
 from srp_bundle.callback_auth import our_callback
-from srp_bundle.callback_policy import check_producer_callbacks
+from srp_bundle.callback_policy import CallbackPolicy, check_producer_callbacks
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher
 from srp_bundle.log import bind, get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish, publish_transition
+from srp_bundle.redaction import header_values, without_header_values
 from srp_bundle.render_requests import (
     RenderRequest,
     message_digest,
@@ -106,15 +107,14 @@ class Submitter:
         self.publisher = publisher
         self.clock = clock
         self.lease_seconds = int(settings.srp_timeout_seconds * 3) + 30
+        self.callback_policy = CallbackPolicy.from_settings(settings)
 
     def submit(self, message: PubsubMessage) -> SubmissionResult:
         """Handle one delivery; raise only for transient failures (the message is redelivered)."""
         now = self.clock()
         try:
             request = parse_render_request(
-                message.data,
-                message.message_id,
-                allow_local_http_callbacks=self.settings.allow_local_http_callbacks,
+                message.data, message.message_id, callback_policy=self.callback_policy
             )
         except InvalidMessageError as error:
             return self._reject(message, error, now)
@@ -134,7 +134,7 @@ class Submitter:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
         now = self.clock()
         try:
-            request = _stored_request(record)
+            request = self._stored_request(record)
         except InvalidMessageError as error:
             reason = f"the stored request can never be sent: {error}"
             return self._fail_request(record.request_id, error.code, reason)
@@ -148,9 +148,7 @@ class Submitter:
             return self._declined(claim)
         try:
             # A record written before this policy existed is held to it too.
-            check_producer_callbacks(
-                request.callback_urls, allow_local_http=self.settings.allow_local_http_callbacks
-            )
+            check_producer_callbacks(request.callback_urls, self.callback_policy)
         except CallbackRefusedError as error:
             self._release(request.request_id, attempt, error, ambiguous=False)  # nothing sent
             return self._fail_request(request.request_id, error.code, str(error))
@@ -178,6 +176,7 @@ class Submitter:
             ),
             create=_new_record(request, now, digest),
             log_if_created=[{"kind": "received", "request": _request_log(request)}],
+            secrets_if_created=_callback_secrets(request),
         )
         if transition.lease in _DEFERRED:
             raise SubmissionDeferredError(f"{request.request_id}: {_DEFERRED[transition.lease]}")
@@ -294,21 +293,31 @@ class Submitter:
             f"{self.settings.max_request_age_seconds}; it stopped retrying"
         )
 
+    def _stored_request(self, record: TaskRecord) -> RenderRequest:
+        """The render request a record was created from, producer header values included."""
+        return RenderRequest(
+            request_id=record.request_id,
+            collection_id=record.collection_id,
+            input_data_json=record.input_data_json,
+            priority=record.priority,
+            callback_urls=parse_callback_urls(self.store.producer_callbacks(record)),
+            metadata=record.metadata,
+            retry_of=record.retry_of,
+        )
 
-def _stored_request(record: TaskRecord) -> RenderRequest:
-    """The render request a record was created from."""
-    return RenderRequest(
-        request_id=record.request_id,
-        collection_id=record.collection_id,
-        input_data_json=record.input_data_json,
-        priority=record.priority,
-        callback_urls=parse_callback_urls(record.callback_urls),
-        metadata=record.metadata,
-        retry_of=record.retry_of,
-    )
+
+def _callback_secrets(request: RenderRequest) -> dict[str, Any] | None:
+    """What `<TASKS_COLLECTION>_secrets/{request_id}` keeps: callbacks with header values."""
+    if not header_values(request.callback_urls):
+        return None
+    return {
+        "request_id": request.request_id,
+        "callback_urls": [callback_url_to_json(c) for c in request.callback_urls],
+    }
 
 
 def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> TaskRecord:
+    callbacks = request.callback_urls
     return TaskRecord(
         message_digest=digest,
         request_id=request.request_id,
@@ -316,7 +325,9 @@ def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> Ta
         state=State.RECEIVED,
         input_data_json=request.input_data_json,
         priority=request.priority,
-        callback_urls=[callback_url_to_json(c) for c in request.callback_urls],
+        # Header values are the producer's credentials: kept apart (see _callback_secrets).
+        callback_urls=[without_header_values(callback_url_to_json(c)) for c in callbacks],
+        callback_headers_kept_apart=bool(header_values(callbacks)),
         metadata=request.metadata,
         retry_of=request.retry_of,
         created_at=now,

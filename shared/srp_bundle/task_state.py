@@ -133,7 +133,10 @@ class TaskRecord:
     # Firestore always stores (not every JSON object is a valid map), unindexed.
     input_data_json: str = "{}"
     priority: int | None = None
+    # The producer's callbacks with header values redacted; with `callback_headers_kept_apart`
+    # the complete entries are in `{TASKS_COLLECTION}_secrets/{request_id}` (task_store).
     callback_urls: list[Any] = field(default_factory=list)
+    callback_headers_kept_apart: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     retry_of: str | None = None
     created_at: datetime = field(default_factory=utc_now)

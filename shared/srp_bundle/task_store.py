@@ -7,7 +7,11 @@ Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
   until (and after) a record with that task id exists, so the two can meet in any order;
 - `srp_tasks_outbox/{event}`: events decided by a committed change and not yet published
   (written in the change's transaction, deleted once Pub/Sub has them);
-- `srp_tasks_outbox_parked/{event}`: events Pub/Sub refused, with the reason (never retried).
+- `srp_tasks_outbox_parked/{event}`: events Pub/Sub refused, with the reason (never retried);
+- `srp_tasks_secrets/{request_id}`: the producer's complete `callback_urls` when they carry
+  header values (credentials for the producer's endpoints), written with the record in one
+  transaction. The record keeps only the header names; submission, reconciliation and
+  `retry` read the values here, and nothing that shows a record (CLI, events) does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from srp_bundle.errors import InvalidMessageError
+from srp_bundle.redaction import header_values
+from srp_bundle.srp_models import parse_callback_urls
 from srp_bundle.task_state import (
     ACTIVE_STATES,
     Change,
@@ -39,6 +46,7 @@ EVENTS_SUBCOLLECTION = "events"
 RENDERS_SUFFIX = "_renders"
 OUTBOX_SUFFIX = "_outbox"
 PARKED_SUFFIX = "_outbox_parked"
+SECRETS_SUFFIX = "_secrets"
 
 
 class RecordNotFoundError(LookupError):
@@ -113,6 +121,7 @@ class TaskStore:
         self.renders = client.collection(collection + RENDERS_SUFFIX)
         self.outbox = client.collection(collection + OUTBOX_SUFFIX)
         self.parked = client.collection(collection + PARKED_SUFFIX)
+        self.secrets = client.collection(collection + SECRETS_SUFFIX)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -138,6 +147,32 @@ class TaskStore:
         """The record's event log, oldest first."""
         entries = self.records.document(request_id).collection(EVENTS_SUBCOLLECTION).stream()
         return sorted((e.to_dict() for e in entries), key=lambda entry: entry["at"])
+
+    def producer_callbacks(self, record: TaskRecord) -> list[Any]:
+        """The record's `callback_urls` as the producer sent them, header values included.
+
+        Raises `InvalidMessageError` when the values were kept apart and are gone: sending
+        the redacted ones would call the producer with wrong credentials.
+        """
+        if not record.callback_headers_kept_apart:
+            return list(record.callback_urls)  # no headers, or a record older than the split
+        snapshot = self.secrets.document(record.request_id).get()
+        stored = (snapshot.to_dict() or {}).get("callback_urls") if snapshot.exists else None
+        if not isinstance(stored, list):
+            raise InvalidMessageError(
+                f"the header values of the producer's callback_urls are missing from "
+                f"{self.secrets.id}/{record.request_id}; publish the request again"
+            )
+        return stored
+
+    def callback_header_values(self, record: TaskRecord) -> tuple[str, ...]:
+        """The producer's header values for this record (to redact them), or () if none."""
+        if not record.callback_urls:
+            return ()
+        try:
+            return header_values(parse_callback_urls(self.producer_callbacks(record)))
+        except InvalidMessageError:
+            return ()
 
     def render_results(self, task_id: str) -> list[RenderResult]:
         """Post-processing results stored for an SRP task, one per output file."""
@@ -203,11 +238,13 @@ class TaskStore:
         received: dict[str, Any] | None = None,
         create: TaskRecord | None = None,
         log_if_created: list[dict[str, Any]] | None = None,
+        secrets_if_created: dict[str, Any] | None = None,
     ) -> Transition:
         """Apply a change to a record in one transaction; `received` is logged verbatim.
 
         Without a record, the change applies to `create` (or RecordNotFoundError is raised),
-        and `log_if_created` goes first into the new record's event log.
+        `log_if_created` goes first into the new record's event log and `secrets_if_created`
+        is written to `<TASKS_COLLECTION>_secrets/{request_id}` in the same transaction.
         When the change attaches a task id for the first time, post-processing results
         already stored for that task are applied in the same transaction.
         """
@@ -244,6 +281,8 @@ class TaskStore:
                 transaction.set(reference, transition.record.to_document())
             self._write_log(transaction, request_id, kept)
             self._write_outbox(transaction, request_id, transition.events)
+            if created and secrets_if_created is not None:
+                transaction.set(self.secrets.document(request_id), secrets_if_created)
             return transition
 
         result: Transition = apply_in(self.client.transaction())

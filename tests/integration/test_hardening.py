@@ -163,8 +163,11 @@ PUBLIC = "https://hooks.studio.example.com/render-done"
         (["https://169.254.169.254/computeMetadata/v1/"], "IP address literal"),
         (["https://[::1]/cb"], "IP address literal"),
         (["https://localhost/cb"], "loopback name"),
-        (["https://metadata.google.internal/computeMetadata/v1/"], "internal name (.internal)"),
-        (["https://printer.local/cb"], "internal name (.local)"),
+        (["https://metadata.google.internal/computeMetadata/v1/"], "internal name (.internal"),
+        (["https://printer.local/cb"], "internal name (.local"),
+        (["https://redis.svc/cb"], "internal name (.svc"),
+        (["https://169.254.169.254.nip.io/computeMetadata/v1/"], "address its name spells"),
+        ([{"url": PUBLIC, "headers": {"Metadata-Flavor": "Google"}}], "metadata"),
         (["https://intranet/cb"], "single-label"),
         ([{"url": PUBLIC, "method": "GET"}], "POST or PUT"),
         ([{"url": PUBLIC, "headers": {"Bad Name": "v"}}], "header name"),
@@ -180,6 +183,9 @@ PUBLIC = "https://hooks.studio.example.com/render-done"
         "localhost",
         "metadata name",
         "mDNS name",
+        "cluster name",
+        "address-spelling name",
+        "metadata header",
         "single label",
         "GET",
         "header name",
@@ -219,6 +225,25 @@ def test_the_local_development_setting_allows_loopback_http_and_nothing_else(
     assert pipeline.record(loopback["request_id"]).task_id is not None
     refused = pipeline.record(metadata["request_id"])
     assert refused.state == State.FAILED and "IP address literal" in refused.error["message"]
+
+
+def test_with_forwarding_off_a_request_with_producer_callbacks_is_refused_and_never_posted(
+    pipeline, render_request
+) -> None:
+    submit = pipeline.function("submit_task", FORWARD_PRODUCER_CALLBACKS="false")
+    with_callbacks = render_request(callback_urls=[PUBLIC])
+    without = render_request()
+
+    assert pipeline.deliver(submit, with_callbacks).status_code == 200  # acknowledged
+    assert pipeline.deliver(submit, without).status_code == 200
+
+    refused = pipeline.record(with_callbacks["request_id"])
+    assert refused.state == State.FAILED and refused.error["code"] == "callback_refused"
+    assert "FORWARD_PRODUCER_CALLBACKS=false" in refused.error["message"]
+    assert "render-events topic" in refused.error["message"]
+    assert pipeline.events.wait_for(with_callbacks["request_id"], "task.failed") == ["task.failed"]
+    assert srp_posts_for(pipeline, with_callbacks["request_id"]) == 0
+    assert pipeline.record(without["request_id"]).task_id is not None  # others go on
 
 
 def test_a_render_request_nested_too_deeply_is_failed_not_crashed(pipeline, render_request) -> None:

@@ -296,6 +296,23 @@ def test_every_required_variable_is_set_on_every_function_that_reads_it(
         assert not unknown, f"{name} sets variables the code does not read: {sorted(unknown)}"
 
 
+def test_every_function_that_checks_producer_callbacks_gets_the_forwarding_switch(
+    bundle_module: TerraformConfig, environments: dict[str, TerraformConfig]
+) -> None:
+    variable = bundle_module.variables["forward_producer_callbacks"]
+    assert variable["type"] == "bool"
+    assert variable["default"] is settings.Settings.forward_producer_callbacks is True
+    functions = deployed_functions(bundle_module)
+    # submit_task checks new requests, reconcile_tasks the ones it re-drives.
+    for name in ("submit_task", "reconcile_tasks"):
+        value = functions[name]["environment"][settings.FORWARD_PRODUCER_CALLBACKS]
+        assert value == "${tostring(var.forward_producer_callbacks)}", name
+    for name, environment in environments.items():
+        call = environment.modules["srp_bundle"]
+        assert call["forward_producer_callbacks"] == "${var.forward_producer_callbacks}", name
+        assert environment.variables["forward_producer_callbacks"]["default"] is True, name
+
+
 def test_secrets_arrive_only_as_secret_environment_variables(
     bundle_module: TerraformConfig,
 ) -> None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
-from srp_bundle.callback_policy import MAX_PRODUCER_CALLBACKS, check_producer_callbacks
+from srp_bundle import callback_policy
+from srp_bundle.callback_policy import (
+    MAX_PRODUCER_CALLBACKS,
+    CallbackPolicy,
+    check_producer_callbacks,
+)
 from srp_bundle.errors import CallbackRefusedError, InvalidMessageError
 from srp_bundle.render_requests import parse_render_request
 from srp_bundle.srp_models import CallbackTarget
@@ -15,7 +21,7 @@ from srp_bundle.srp_models import CallbackTarget
 COLLECTION = "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01"
 
 
-def _check(entries: list[Any], *, local: bool = False) -> None:
+def _check(entries: list[Any], *, local: bool = False, forward: bool = True) -> None:
     callbacks = [
         entry
         if isinstance(entry, str)
@@ -28,7 +34,7 @@ def _check(entries: list[Any], *, local: bool = False) -> None:
         )
         for entry in entries
     ]
-    check_producer_callbacks(callbacks, allow_local_http=local)
+    check_producer_callbacks(callbacks, CallbackPolicy(allow_local_http=local, forward=forward))
 
 
 @pytest.mark.parametrize(
@@ -37,8 +43,12 @@ def _check(entries: list[Any], *, local: bool = False) -> None:
         "https://hooks.studio.example.com/render-done",
         "https://api.studio.io:8443/cb?token=abc&x=1",
         "HTTPS://Hooks.Studio.IO/cb",
-        "https://xn--bcher-kva.example/cb",  # an IDN, in its ASCII form
+        "https://xn--bcher-kva.de/cb",  # an IDN, in its ASCII form
         "https://example.com./cb",  # a fully qualified name
+        "https://hooks.studio.co.uk/cb",  # a registrable name under a two-label suffix
+        "https://render-hook-abc123-ew.a.run.app/cb",  # under a Public Suffix List private entry
+        "https://europe-west1-studio.cloudfunctions.net/render-done",
+        "https://hooks.studio.dev/cb",
         {"url": "https://hooks.studio.io/cb", "method": "POST"},
         {"url": "https://hooks.studio.io/cb", "method": "put", "data": {"k": [1, 2]}},
         {"url": "https://hooks.studio.io/cb", "headers": {"Authorization": "Bearer x.y-z"}},
@@ -76,10 +86,27 @@ def test_public_https_endpoints_pass(entry: Any) -> None:
         ("https://metadata/computeMetadata/v1/", "single-label"),
         ("https://printer.local/cb", "internal name"),
         ("https://db.corp/cb", "internal name"),
-        ("https://nas.home.arpa/cb", "internal name"),
-        ("https://1.0.0.10.in-addr.arpa/cb", "internal name"),
+        ("https://nas.home.arpa/cb", "not a public endpoint (.arpa"),
+        ("https://1.0.0.10.in-addr.arpa/cb", "not a public endpoint (.arpa"),
         ("https://router.lan/cb", "internal name"),
         ("https://svc.cluster.internal./cb", "internal name"),
+        # names under no top-level domain of the Public Suffix List (ICANN section)
+        ("https://redis.svc/cb", "internal name (.svc is not a top-level domain"),
+        ("https://api.default.svc.cluster.local/cb", "internal name (.local"),
+        ("https://hooks.test/cb", "internal name (.test"),
+        ("https://hooks.invalid/cb", "internal name (.invalid"),
+        ("https://hooks.studio.example/cb", "internal name (.example"),
+        ("https://hooks.studio.alt/cb", "internal name (.alt"),
+        ("https://hooks.studio.zz/cb", "internal name (.zz"),
+        # delegated suffixes that are still not public endpoints
+        ("https://redis.prod/cb", "not a public endpoint (.prod"),
+        ("https://studio2x7hbbjzsgm5a.onion/cb", "not a public endpoint (.onion"),
+        ("https://co.uk/cb", "a public suffix, not a registrable name"),
+        ("https://studio.ck/cb", "a public suffix, not a registrable name"),  # *.ck
+        # public names that resolve to the address they spell
+        ("https://169.254.169.254.nip.io/computeMetadata/v1/", "address its name spells"),
+        ("https://10-0-0-8.sslip.io/cb", "address its name spells (sslip.io)"),
+        ("https://hooks.lvh.me/cb", "address its name spells (lvh.me)"),
         # parser differentials and malformed hosts
         ("https://user:pw@hooks.studio.io/cb", "must name a host"),
         ("https://hooks.studio.io@169.254.169.254/", "must name a host"),
@@ -113,6 +140,24 @@ def test_public_https_endpoints_pass(entry: Any) -> None:
         ({"url": "https://hooks.studio.io/cb", "headers": {"X-A": "v\r\nHost: x"}}, "no CR"),
         ({"url": "https://hooks.studio.io/cb", "headers": {"X-A": "\x00"}}, "no CR"),
         ({"url": "https://hooks.studio.io/cb", "headers": {"X-A": "é"}}, "printable ASCII"),
+        # headers that unlock cloud metadata services, or claim a client address
+        *[
+            ({"url": "https://hooks.studio.io/cb", "headers": {name: value}}, "metadata")
+            for name, value in [
+                ("Metadata-Flavor", "Google"),
+                ("metadata-flavor", "ibm"),
+                ("X-Google-Metadata-Request", "True"),
+                ("Metadata", "true"),
+                ("X-aws-ec2-metadata-token", "AQAEAN..."),
+                ("X-aws-ec2-metadata-token-ttl-seconds", "21600"),
+                ("X-aliyun-ecs-metadata-token-ttl-seconds", "600"),
+                ("Authorization", "Bearer Oracle"),
+                ("X-Forwarded-For", "127.0.0.1"),
+                ("X-Forwarded-Host", "metadata.google.internal"),
+                ("Forwarded", "for=127.0.0.1"),
+                ("X-Real-IP", "10.0.0.1"),
+            ]
+        ],
         ({"url": "https://hooks.studio.io/cb", "headers": {"X-A": "v" * 1025}}, "at most 1024"),
         (
             {"url": "https://hooks.studio.io/cb", "headers": {f"X-{i}": "v" for i in range(17)}},
@@ -121,7 +166,7 @@ def test_public_https_endpoints_pass(entry: Any) -> None:
     ],
 )
 def test_each_refused_callback_says_why(entry: Any, reason: str) -> None:
-    with pytest.raises(CallbackRefusedError, match=reason) as refused:
+    with pytest.raises(CallbackRefusedError, match=re.escape(reason)) as refused:
         _check(["https://ok.studio.io/cb", entry])
     assert "callback_urls[1]" in str(refused.value)
     assert refused.value.code == "callback_refused"
@@ -175,4 +220,45 @@ def test_a_render_request_with_a_refused_callback_is_invalid_with_the_reason() -
     with pytest.raises(InvalidMessageError, match=r"callback_urls\[0\] must be an https URL"):
         parse_render_request(data, "m")
     with pytest.raises(InvalidMessageError, match="IP address literal"):
-        parse_render_request(data, "m", allow_local_http_callbacks=True)
+        parse_render_request(data, "m", callback_policy=CallbackPolicy(allow_local_http=True))
+
+
+def test_ordinary_credentials_and_look_alike_names_are_not_metadata_headers() -> None:
+    _check(
+        [
+            {
+                "url": "https://hooks.studio.io/cb",
+                "headers": {
+                    "Authorization": "Bearer oracle-of-delphi-7f3a",
+                    "X-Render-Metadata": "token-7",
+                    "X-Studio-Key": "k-123",
+                },
+            }
+        ]
+    )
+
+
+def test_with_forwarding_off_any_producer_callback_is_refused_saying_what_to_do() -> None:
+    _check([], forward=False)  # nothing to forward: fine
+    with pytest.raises(CallbackRefusedError, match="FORWARD_PRODUCER_CALLBACKS=false") as refused:
+        _check(["https://hooks.studio.io/cb"], forward=False)
+    assert "render-events topic" in str(refused.value)
+    data = json.dumps(
+        {"collection_id": COLLECTION, "input_data": {}, "callback_urls": ["https://a.studio.io/"]}
+    ).encode()
+    with pytest.raises(CallbackRefusedError, match="FORWARD_PRODUCER_CALLBACKS"):
+        parse_render_request(data, "m", callback_policy=CallbackPolicy(forward=False))
+
+
+def test_the_public_suffix_list_is_read_from_the_wheel_without_any_network(monkeypatch) -> None:
+    import socket
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the Public Suffix List must never be fetched")
+
+    for name in ("socket", "create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, no_network)
+    callback_policy._icann_suffixes.cache_clear()
+    _check(["https://hooks.studio.co.uk/cb"])
+    with pytest.raises(CallbackRefusedError, match=r"\.svc"):
+        _check(["https://redis.svc/cb"])

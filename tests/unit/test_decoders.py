@@ -89,8 +89,8 @@ def test_producer_callbacks_in_every_seed_form() -> None:
         _request(
             request_id="r-1",
             callback_urls=[
-                "https://a.example/cb",
-                {"url": "https://b.example/cb", "method": "post"},
+                "https://a.example.com/cb",
+                {"url": "https://b.example.com/cb", "method": "post"},
             ],
         ),
         "m",

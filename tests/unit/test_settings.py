@@ -74,6 +74,14 @@ def test_local_http_callbacks_are_refused_unless_local_development_says_so() -> 
     assert allowed.allow_local_http_callbacks is True
 
 
+def test_producer_callbacks_are_forwarded_unless_the_deployment_turns_it_off() -> None:
+    assert load_settings(None, COMPLETE).forward_producer_callbacks is True
+    off = load_settings(None, {**COMPLETE, "FORWARD_PRODUCER_CALLBACKS": "false"})
+    assert off.forward_producer_callbacks is False
+    with pytest.raises(ConfigurationError, match="FORWARD_PRODUCER_CALLBACKS"):
+        load_settings(None, {**COMPLETE, "FORWARD_PRODUCER_CALLBACKS": "sometimes"})
+
+
 def test_derivative_specs_parse_sizes_and_formats() -> None:
     assert parse_derivative_specs("512:webp, 256:WEBP,1024:png,64:jpg,512:webp") == (
         DerivativeSpec(512, "webp"),

@@ -147,12 +147,15 @@ class _MemoryStore:
     def confirm_published(self, event_ids: Any) -> None:
         pass
 
+    def callback_header_values(self, record: TaskRecord) -> tuple[str, ...]:
+        return ()
+
 
 class _Srp:
     def __init__(self, task: SrpTask) -> None:
         self.task = task
 
-    def get_task(self, task_id: str) -> SrpTask:
+    def get_task(self, task_id: str, *, secrets: tuple[str, ...] = ()) -> SrpTask:
         return self.task
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from srp_bundle.callback_policy import DEFAULT_CALLBACK_POLICY, CallbackPolicy
 from srp_bundle.cli._backend import RENDER_REQUESTS_TOPIC, Backend, UsageError, select_records
 from srp_bundle.cli._submit import Row, positive_float, publish_rows
 from srp_bundle.errors import InvalidMessageError
@@ -77,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         failed = [record for record in selected if record.state == State.FAILED]
 
     already: list[str] = []
-    plan = plan_retries(store, failed, problems, already)
+    # Checked as submit_task will check them (ALLOW_LOCAL_HTTP_CALLBACKS and
+    # FORWARD_PRODUCER_CALLBACKS from the CLI's environment).
+    policy = CallbackPolicy.from_settings(backend.settings)
+    plan = plan_retries(store, failed, problems, already, policy)
     for note in already:
         print(f"already retried {note}")
     for problem in problems:
@@ -106,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plan_retries(
-    store: TaskStore, failed: list[TaskRecord], problems: list[str], already: list[str]
+    store: TaskStore,
+    failed: list[TaskRecord],
+    problems: list[str],
+    already: list[str],
+    policy: CallbackPolicy = DEFAULT_CALLBACK_POLICY,
 ) -> list[PlannedRetry]:
     """One retry per original request whose latest attempt failed.
 
@@ -144,10 +152,11 @@ def plan_retries(
         }
         if original.priority is not None:
             body["priority"] = original.priority
-        if original.callback_urls:
-            body["callback_urls"] = original.callback_urls
         try:
-            parse_render_request(encode_json(body), message_id=request_id)
+            if original.callback_urls:
+                # With the producer's header values, which the record does not keep.
+                body["callback_urls"] = store.producer_callbacks(original)
+            parse_render_request(encode_json(body), message_id=request_id, callback_policy=policy)
         except InvalidMessageError as error:
             problems.append(f"{record.request_id}: cannot be retried: {error}")
             continue

@@ -15,6 +15,7 @@ module "srp_bundle" {
   manage_data_access_audit_logs  = var.manage_data_access_audit_logs
   function_scaling               = var.function_scaling
   accept_previous_webhook_secret = var.accept_previous_webhook_secret
+  forward_producer_callbacks     = var.forward_producer_callbacks
   secret_versions                = var.secret_versions
   notification_channels          = var.notification_channels
 }

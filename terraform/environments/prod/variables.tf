@@ -68,6 +68,12 @@ variable "accept_previous_webhook_secret" {
   default     = false
 }
 
+variable "forward_producer_callbacks" {
+  type        = bool
+  description = "Pass producer callback_urls to SRP; false refuses requests that carry them (producers use the render-events topic)."
+  default     = true
+}
+
 variable "secret_versions" {
   type        = map(string)
   description = "Secret version mounted per environment variable (e.g. { WEBHOOK_SECRET = \"2\" }); unset means latest."

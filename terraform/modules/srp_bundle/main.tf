@@ -24,6 +24,7 @@ locals {
         MAX_REQUEST_AGE_SECONDS = tostring(var.task_tuning.max_request_age_seconds)
         # How long to wait for SRP's callback after a POST whose answer was lost.
         AMBIGUOUS_SUBMIT_WAIT_SECONDS = tostring(var.task_tuning.ambiguous_submit_wait_seconds)
+        FORWARD_PRODUCER_CALLBACKS    = tostring(var.forward_producer_callbacks)
       }
       secret_environment = ["SRP_API_KEY", "WEBHOOK_SECRET"]
       ingress_settings   = "ALLOW_INTERNAL_ONLY"
@@ -89,6 +90,7 @@ locals {
         # Re-driving a record stuck before submission follows submit_task's rules.
         MAX_REQUEST_AGE_SECONDS       = tostring(var.task_tuning.max_request_age_seconds)
         AMBIGUOUS_SUBMIT_WAIT_SECONDS = tostring(var.task_tuning.ambiguous_submit_wait_seconds)
+        FORWARD_PRODUCER_CALLBACKS    = tostring(var.forward_producer_callbacks)
         # and post-processing, re-driven past the deadline, follows postprocess_render's.
         RENDERED_DEADLINE_SECONDS = tostring(var.task_tuning.rendered_deadline_seconds)
         RENDERS_BUCKET            = google_storage_bucket.renders.name

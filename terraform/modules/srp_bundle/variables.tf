@@ -129,6 +129,12 @@ variable "accept_previous_webhook_secret" {
   default     = false
 }
 
+variable "forward_producer_callbacks" {
+  type        = bool
+  description = "FORWARD_PRODUCER_CALLBACKS of submit_task and reconcile_tasks: false refuses every render request that carries callback_urls (SRP is never given a producer URL); producers subscribe to the render-events topic instead."
+  default     = true
+}
+
 variable "secret_versions" {
   type        = map(string)
   description = "Secret version each function mounts, by environment variable (SRP_API_KEY, WEBHOOK_SECRET, WEBHOOK_SECRET_PREVIOUS); unset means latest. Bump a number to roll out a rotated value."
