@@ -30,7 +30,7 @@ from srp_bundle.cloudevents import decode_pubsub, decode_storage_object
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cloudevents"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "cloudevents"
 ECHO_SOURCE = Path(__file__).resolve().parent / "echo_function" / "main.py"
 FAST_RETRY = BackoffPolicy(minimum_backoff=0.05, maximum_backoff=0.2)
 RFC3339_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

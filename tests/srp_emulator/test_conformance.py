@@ -1,4 +1,4 @@
-"""The emulator against the seed (shared/seed/srp-task-api.md), field by field."""
+"""The emulator against SRP's documented API (docs/srp-api.md), field by field."""
 
 from __future__ import annotations
 

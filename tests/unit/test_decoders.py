@@ -1,4 +1,4 @@
-"""Decoders accept the real payload shapes in ../shared/fixtures/cloudevents."""
+"""Decoders accept the real payload shapes in tests/data/cloudevents."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from srp_bundle.cloudevents import decode_pubsub, decode_storage_object
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.render_requests import parse_render_request, request_id_hint
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cloudevents"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "cloudevents"
 COLLECTION = "5b2f7a3e-8c1d-4e6f-9a0b-1c2d3e4f5a6b"
 
 
