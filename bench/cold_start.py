@@ -41,8 +41,8 @@ from bench.common import (
     function_process,
     median,
 )
-from local_stack.cloudevents import pubsub_event, storage_finalized_event
 from local_stack.emulators import scoped_environment
+from local_stack.eventarc_events import pubsub_event, storage_finalized_event
 from local_stack.functions import FUNCTIONS_DIR, available_functions
 from local_stack.processes import REPO_ROOT
 

@@ -30,8 +30,8 @@ from bench.common import (
     function_process,
     median,
 )
-from local_stack.cloudevents import pubsub_event
 from local_stack.emulators import GcsEmulator
+from local_stack.eventarc_events import pubsub_event
 from local_stack.srp_emulator import SrpEmulatorProcess
 
 WARM_UP = 5

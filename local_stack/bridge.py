@@ -29,7 +29,7 @@ import httpx
 from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
-from local_stack.cloudevents import pubsub_event, storage_event_from_notification
+from local_stack.eventarc_events import pubsub_event, storage_event_from_notification
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from sim.storage import Storage
 from sim.world import Faults, InvariantViolation, World
 from srp_bundle import dead_letters, task_state
 from srp_bundle.callbacks import CallbackIngestor
-from srp_bundle.cloudevents import PubsubMessage, StorageObject
 from srp_bundle.dead_letters import DELIVERY_COUNT_ATTRIBUTE, SOURCE_SUBSCRIPTION_ATTRIBUTE
 from srp_bundle.derivatives import EncodedDerivative, ImageInfo
 from srp_bundle.errors import CorruptImageError
@@ -39,6 +38,7 @@ from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Submitter
 from srp_bundle.task_state import TERMINAL_STATES, State
 from srp_bundle.task_store import OUTBOX_SUFFIX, TaskStore
+from srp_bundle.trigger_events import PubsubMessage, StorageObject
 
 TASKS = "srp_tasks"
 RENDERS_BUCKET = "sim-renders"

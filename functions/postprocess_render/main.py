@@ -6,10 +6,10 @@ import functions_framework
 from cloudevents.http.event import CloudEvent
 
 from srp_bundle import log, runtime
-from srp_bundle.cloudevents import decode_storage_object
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.postprocessing import Outcome, RenderPostprocessor
 from srp_bundle.settings import load_settings
+from srp_bundle.trigger_events import decode_storage_object
 
 settings = load_settings("postprocess_render")
 log.configure()

@@ -6,10 +6,10 @@ import functions_framework
 from cloudevents.http.event import CloudEvent
 
 from srp_bundle import log, runtime
-from srp_bundle.cloudevents import decode_pubsub
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.settings import load_settings
 from srp_bundle.submission import Submitter
+from srp_bundle.trigger_events import decode_pubsub
 
 settings = load_settings("submit_task")
 log.configure()

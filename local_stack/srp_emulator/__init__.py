@@ -3,7 +3,7 @@
 Renders are PNGs, or for the media sample collections a video, a sound and a GLB model.
 """
 
-from local_stack.srp_emulator.collections import SAMPLE_COLLECTIONS_FILE
+from local_stack.srp_emulator.catalog import SAMPLE_COLLECTIONS_FILE
 from local_stack.srp_emulator.faults import FaultConfig
 from local_stack.srp_emulator.process import EmulatorControl, SrpEmulatorProcess
 

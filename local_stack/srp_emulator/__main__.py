@@ -15,7 +15,7 @@ from types import FrameType
 
 from local_stack.srp_emulator.assets import DEFAULT_URL_TTL_SECONDS, AssetStore
 from local_stack.srp_emulator.callbacks import DeliveryPolicy
-from local_stack.srp_emulator.collections import (
+from local_stack.srp_emulator.catalog import (
     SAMPLE_COLLECTIONS_FILE,
     CollectionConfigError,
     load_collections,

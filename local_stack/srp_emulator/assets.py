@@ -37,7 +37,7 @@ from urllib.parse import quote, urlencode
 
 from PIL import Image
 
-from local_stack.srp_emulator.collections import Collection
+from local_stack.srp_emulator.catalog import Collection
 from local_stack.srp_emulator.engine import RequestError
 
 UPLOADS_PREFIX = "/_uploads/"

@@ -21,7 +21,7 @@ from local_stack.srp_emulator.callbacks import (
     callback_payload,
     parse_callback_urls,
 )
-from local_stack.srp_emulator.collections import Collection, InputDataError
+from local_stack.srp_emulator.catalog import Collection, InputDataError
 from local_stack.srp_emulator.faults import FaultInjector, TaskFaults
 from local_stack.srp_emulator.renderer import render_outputs
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from PIL import Image, ImageColor, ImageDraw
 
 from local_stack import media_samples
-from local_stack.srp_emulator.collections import SHAPES, Collection, Layer
+from local_stack.srp_emulator.catalog import SHAPES, Collection, Layer
 
 DEFAULT_RENDER_SIZE = 2048
 # Videos are small and short: the emulator renders for tests and demos, not for show.

@@ -7,13 +7,13 @@ record is found by the digest of the message data, so no second record is ever c
 
 from __future__ import annotations
 
-from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish
 from srp_bundle.render_requests import message_digest, requested_id
 from srp_bundle.task_state import DeadLettered, State, TaskRecord, utc_now
 from srp_bundle.task_store import TaskStore
+from srp_bundle.trigger_events import PubsubMessage
 
 logger = get_logger(__name__)
 # Attributes Pub/Sub adds when it forwards a message to a dead-letter topic.

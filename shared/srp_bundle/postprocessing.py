@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from srp_bundle.cloudevents import StorageObject
 from srp_bundle.derivative_store import (
     DERIVATIVES_PREFIX,
     StoredDerivative,
@@ -47,6 +46,7 @@ from srp_bundle.render_outputs import Limits, ProcessedFile, process_output_file
 from srp_bundle.settings import Settings
 from srp_bundle.task_state import DerivativesReady, TaskRecord, missing_outputs
 from srp_bundle.task_store import RenderResult, TaskStore
+from srp_bundle.trigger_events import StorageObject
 
 logger = get_logger(__name__)
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from srp_bundle.callback_auth import our_callback
 from srp_bundle.callback_policy import CallbackPolicy, check_producer_callbacks
-from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher
 from srp_bundle.log import bind, get_logger, log_fields
@@ -53,6 +52,7 @@ from srp_bundle.task_state import (
     utc_now,
 )
 from srp_bundle.task_store import TaskStore
+from srp_bundle.trigger_events import PubsubMessage
 
 logger = get_logger(__name__)
 # Why a delivery that may not POST now is retried later (raise: Pub/Sub redelivers).

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from google.cloud import firestore, pubsub_v1, storage
 
-from local_stack.cloudevents import pubsub_event
 from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator
+from local_stack.eventarc_events import pubsub_event
 from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SrpEmulatorProcess

@@ -22,7 +22,6 @@ from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cli import main
 from srp_bundle.cli._retry import plan_retries
-from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import SrpRateLimitedError
 from srp_bundle.redaction import REDACTED
 from srp_bundle.settings import load_settings
@@ -30,6 +29,7 @@ from srp_bundle.srp_models import encode_json
 from srp_bundle.submission import Outcome, Submitter
 from srp_bundle.task_state import State, TaskRecord
 from srp_bundle.task_store import SECRETS_SUFFIX
+from srp_bundle.trigger_events import PubsubMessage
 
 from conftest import WEBHOOK_SECRET
 

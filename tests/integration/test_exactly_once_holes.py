@@ -21,7 +21,6 @@ from scripted_srp import ScriptedSrp
 from local_stack.terraform_exemptions import terraform_index_exemptions
 from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
-from srp_bundle.cloudevents import PubsubMessage, StorageObject
 from srp_bundle.dead_letters import record_dead_letter
 from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
 from srp_bundle.events import EventPublisher
@@ -39,6 +38,7 @@ from srp_bundle.task_state import (
     utc_now,
 )
 from srp_bundle.task_store import TaskStore
+from srp_bundle.trigger_events import PubsubMessage, StorageObject
 
 from conftest import WEBHOOK_SECRET
 

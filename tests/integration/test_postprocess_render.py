@@ -29,8 +29,8 @@ import pyvips
 from google.cloud import firestore, pubsub_v1, storage
 
 from local_stack import media_samples
-from local_stack.cloudevents import storage_finalized_event
 from local_stack.emulators import FirestoreEmulator, GcsEmulator, PubsubEmulator, scoped_environment
+from local_stack.eventarc_events import storage_finalized_event
 from local_stack.functions import FunctionProcess
 from local_stack.processes import REPO_ROOT
 from srp_bundle import media

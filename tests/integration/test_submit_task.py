@@ -227,7 +227,7 @@ def test_a_lost_post_answer_without_callbacks_reposts_and_records_any_duplicate(
 def test_a_request_older_than_the_maximum_age_is_failed(pipeline, render_request) -> None:
     submit = pipeline.function("submit_task", MAX_REQUEST_AGE_SECONDS="1")
     request = render_request()
-    from local_stack.cloudevents import pubsub_event
+    from local_stack.eventarc_events import pubsub_event
 
     headers, body = pubsub_event(
         project_id=pipeline.project_id,

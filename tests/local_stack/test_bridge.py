@@ -23,10 +23,10 @@ from local_stack.bridge import (
     Bridge,
     Route,
 )
-from local_stack.cloudevents import storage_event_from_notification
 from local_stack.emulators import GcsEmulator, PubsubEmulator
+from local_stack.eventarc_events import storage_event_from_notification
 from local_stack.functions import FunctionProcess
-from srp_bundle.cloudevents import decode_pubsub, decode_storage_object
+from srp_bundle.trigger_events import decode_pubsub, decode_storage_object
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageChops
 
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SAMPLE_COLLECTION_UID, SEED_EXAMPLE_INPUT, SrpEmulatorProcess
-from local_stack.srp_emulator.collections import SAMPLE_COLLECTIONS_FILE, load_collections
+from local_stack.srp_emulator.catalog import SAMPLE_COLLECTIONS_FILE, load_collections
 from local_stack.srp_emulator.renderer import layer_box, render_png
 from srp_bundle.asset_archive import build_archive, file_sha256
 from srp_bundle.asset_upload import AssetUploader

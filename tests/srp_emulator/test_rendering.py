@@ -17,7 +17,7 @@ from local_stack.srp_emulator import (
     SEED_EXAMPLE_INPUT,
     SrpEmulatorProcess,
 )
-from local_stack.srp_emulator.collections import (
+from local_stack.srp_emulator.catalog import (
     SAMPLE_COLLECTIONS_FILE,
     Collection,
     CollectionConfigError,

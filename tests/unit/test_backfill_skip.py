@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from srp_bundle.cli._backfill import _skip_reason
-from srp_bundle.cloudevents import StorageObject
 from srp_bundle.settings import Settings
 from srp_bundle.task_state import State, TaskRecord
+from srp_bundle.trigger_events import StorageObject
 
 TASK = "7f6c1c52-0d36-4a7f-9d1e-1a2b3c4d5e6f"
 PNG, VIDEO = f"render/demo/{TASK}/render.png", f"render/demo/{TASK}/render.mp4"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from srp_bundle.cloudevents import decode_pubsub, decode_storage_object
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.render_requests import parse_render_request, request_id_hint
+from srp_bundle.trigger_events import decode_pubsub, decode_storage_object
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "cloudevents"
 COLLECTION = "5b2f7a3e-8c1d-4e6f-9a0b-1c2d3e4f5a6b"

@@ -26,11 +26,11 @@ from typing import Any
 from srp_bundle.cli._backend import Backend, UsageError, guarded
 from srp_bundle.cli._console import Progress, RateLimiter
 from srp_bundle.cli._submit import positive_float
-from srp_bundle.cloudevents import StorageObject
 from srp_bundle.derivative_store import DERIVATIVES_PREFIX
 from srp_bundle.events import EventPublisher
 from srp_bundle.postprocessing import Outcome, RenderPostprocessor, render_target
 from srp_bundle.task_state import State, utc_now
+from srp_bundle.trigger_events import StorageObject
 
 RENDERS_PREFIX = "render/"
 
