@@ -14,7 +14,6 @@ import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
 from typing import Any
 
 import httpx
@@ -154,12 +153,7 @@ class Simulation:
             derivatives_bucket_name=DERIVATIVES_BUCKET,
             derivative_specs=parse_derivative_specs("512:webp,256:png"),
         )
-        terraform = FsPath(__file__).resolve().parent.parent / "terraform/modules/srp_bundle"
-        exempt = frozenset()
-        if terraform.is_dir():
-            text = "\n".join(p.read_text() for p in sorted(terraform.glob("*.tf")))
-            exempt = firestore.index_exemptions(text, TASKS)
-        self.db = firestore.Server(world, index_exempt=exempt)
+        self.db = firestore.Server(world, index_exempt=firestore.terraform_index_exempt(TASKS))
         self.storage = Storage(world)
         self.srp = Srp(
             world,
