@@ -23,37 +23,43 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from local_stack.srp_faults import rate_setting
 from local_stack.stack import LocalStack
 from srp_bundle import settings as bundle_settings
 
-# Every SRP fault mode, each at a rate that hits several requests of a small run.
+# Every fault the SRP emulator implements (local_stack/srp_faults.py), each at a rate that hits
+# several requests of a small run.
 SRP_FAULTS: dict[str, Any] = {
-    "error_5xx_rate": 0.1,
-    "error_429_rate": 0.1,
+    "srp_post_error_rate": 0.1,
+    "srp_get_error_rate": 0.1,
+    "srp_post_429_rate": 0.1,
+    "srp_get_429_rate": 0.1,
     "retry_after_seconds": 1,
-    "lost_response_rate": 0.1,
-    "create_then_error_rate": 0.1,
-    "create_then_hang_rate": 0.1,
-    "create_then_hang_seconds": 4,  # past SRP_TIMEOUT_SECONDS below
-    "slow_rate": 0.1,
+    "srp_lost_answer_rate": 0.1,
+    "srp_create_then_error_rate": 0.1,
+    "srp_create_then_hang_rate": 0.1,
+    "srp_create_then_hang_seconds": 4,  # past SRP_TIMEOUT_SECONDS below
+    "srp_post_slow_rate": 0.1,
+    "srp_get_slow_rate": 0.1,
     "slow_seconds": 0.5,
-    "duplicate_callback_rate": 0.3,
-    "out_of_order_rate": 0.3,
-    "drop_callback_rate": 0.25,
-    "early_done_rate": 0.2,
-    "late_done_rate": 0.1,
-    "late_done_delay": 1.0,
-    "render_failure_rate": 0.1,
+    "srp_cb_duplicate_rate": 0.3,
+    "srp_cb_out_of_order_rate": 0.3,
+    "srp_cb_drop_rate": 0.25,
+    "srp_early_done_rate": 0.2,
+    "srp_late_done_rate": 0.1,
+    "srp_late_done_delay": 1.0,
+    "srp_render_fails_rate": 0.1,
 }
-# The API faults by the name the SRP emulator logs them under, and their rate setting.
-POST_FAULTS = {
-    "5xx": "error_5xx_rate",
-    "429": "error_429_rate",
-    "lost_response": "lost_response_rate",
-    "create_then_error": "create_then_error_rate",
-    "create_then_hang": "create_then_hang_rate",
-    "slow": "slow_rate",
-}
+# The API faults of a POST that each run makes certain once: by the name the SRP emulator
+# logs them under, which is also the base name of their rate setting.
+POST_FAULTS = (
+    "srp_post_error",
+    "srp_post_429",
+    "srp_lost_answer",
+    "srp_create_then_error",
+    "srp_create_then_hang",
+    "srp_post_slow",
+)
 # Every commit of every function may fail before it is applied, or be applied and its answer
 # lost (the answer's code is chosen by the caller: DEADLINE_EXCEEDED or UNAVAILABLE).
 FIRESTORE_FAULTS: dict[str, Any] = {"fail_commit_rate": 0.08, "drop_answer_rate": 0.08}
@@ -78,8 +84,9 @@ def publish_under_each_post_fault(
     assert stack.srp is not None, "the stack is not running"
     control = stack.srp.control
     ids = []
-    for name, rate in POST_FAULTS.items():
-        control.set_faults(**{**SRP_FAULTS, **dict.fromkeys(POST_FAULTS.values(), 0.0), rate: 1.0})
+    rates = [rate_setting(name) for name in POST_FAULTS]
+    for name in POST_FAULTS:
+        control.set_faults(**{**SRP_FAULTS, **dict.fromkeys(rates, 0.0), rate_setting(name): 1.0})
         ids.append(publish())
         control.wait_for_requests(fault=name, timeout=timeout)
     control.set_faults(**SRP_FAULTS, seed=seed)

@@ -15,6 +15,7 @@ Values are copied on the way in and out, so no caller can alias stored state.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -22,6 +23,7 @@ from typing import Any
 
 from google.api_core import exceptions
 
+from local_stack.terraform_exemptions import terraform_index_exemptions
 from sim.world import World
 
 MAX_DOCUMENT_BYTES = 1_048_576
@@ -442,17 +444,11 @@ def _value_size(key: str, value: Any, depth: int, in_array: bool) -> tuple[int, 
     raise exceptions.InvalidArgument(f"simulated: cannot store a {kind.__name__}")
 
 
-def index_exemptions(terraform_text: str, tasks_collection: str) -> frozenset[str]:
-    """`collection.field` pairs whose single-field index Terraform turns off (`index_config {}`)."""
-    exempt = set()
-    for block in re.findall(
-        r'resource\s+"google_firestore_field"\s+"\w+"\s*\{(.*?)\n\}', terraform_text, re.S
-    ):
-        if not re.search(r"index_config\s*\{\s*\}", block):
-            continue
-        collection = re.search(r'collection\s*=\s*("([^"]+)"|var\.tasks_collection)', block)
-        field = re.search(r'field\s*=\s*"([^"]+)"', block)
-        if collection and field:
-            name = collection.group(2) or tasks_collection
-            exempt.add(f"{name}.{field.group(1)}")
-    return frozenset(exempt)
+@functools.cache
+def terraform_index_exempt(tasks_collection: str) -> frozenset[str]:
+    """`collection.field` pairs whose single-field index Terraform turns off: read by the
+    local stack's reader of firestore.tf, so the simulator and the emulator see one set."""
+    return frozenset(
+        f"{item['collection']}.{item['field']}"
+        for item in terraform_index_exemptions({"tasks_collection": tasks_collection})
+    )

@@ -14,7 +14,6 @@ import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
 from typing import Any
 
 import httpx
@@ -68,9 +67,9 @@ FAULT_KINDS: dict[str, float] = {
     "ps_publish_fails": 0.03,
     "srp_connect_refused": 0.05,
     "srp_outage": 1.0,  # once per run: SRP answers 503 to everything for 1 to 4 hours
-    "srp_post_error_before": 0.08,
+    "srp_post_error": 0.08,
     "srp_post_429": 0.08,
-    "srp_post_hang_nothing": 0.05,
+    "srp_post_hang": 0.05,
     "srp_create_then_error": 0.08,
     "srp_create_then_hang": 0.08,
     "srp_lost_answer": 0.08,
@@ -88,9 +87,9 @@ FAULT_KINDS: dict[str, float] = {
     "srp_cb_crossed": 0.02,
     "srp_odd_collection_name": 0.02,
     "gcs_duplicate_finalize": 0.2,
-    "gcs_new_generation": 0.1,
-    "gcs_corrupt": 0.05,
-    "gcs_sibling_files": 0.1,
+    "srp_rewrites_render": 0.1,
+    "srp_corrupt_render": 0.05,
+    "srp_sibling_files": 0.1,
     "input_invalid": 0.05,
     "input_hostile": 0.05,
     "input_nan": 0.03,
@@ -154,12 +153,7 @@ class Simulation:
             derivatives_bucket_name=DERIVATIVES_BUCKET,
             derivative_specs=parse_derivative_specs("512:webp,256:png"),
         )
-        terraform = FsPath(__file__).resolve().parent.parent / "terraform/modules/srp_bundle"
-        exempt = frozenset()
-        if terraform.is_dir():
-            text = "\n".join(p.read_text() for p in sorted(terraform.glob("*.tf")))
-            exempt = firestore.index_exemptions(text, TASKS)
-        self.db = firestore.Server(world, index_exempt=exempt)
+        self.db = firestore.Server(world, index_exempt=firestore.terraform_index_exempt(TASKS))
         self.storage = Storage(world)
         self.srp = Srp(
             world,
@@ -167,6 +161,7 @@ class Simulation:
             RENDERS_BUCKET,
             self._deliver_callback,
             self.settings.srp_timeout_seconds,
+            api_key=self.settings.srp_api_key,
         )
         self.store = TaskStore(firestore.Client(self.db), TASKS)
         self.srp_client = SrpClient(

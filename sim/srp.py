@@ -1,7 +1,7 @@
 """SRP, simulated behind the real `SrpClient` (an httpx transport), with every bad day.
 
 POST faults: 5xx or 429 (+Retry-After) before creating anything; a refused connection;
-a 5xx after creating the task (`create_then_error`); an answer after the client's timeout,
+a 5xx after creating the task (`srp_create_then_error`); an answer after the client's timeout,
 with or without a task created; a connection reset after creating it (a lost answer).
 GET faults: 5xx, 429, timeouts, and answers that lag behind the callbacks already sent.
 Tasks: queued -> in_progress -> done (writes render.png, maybe sibling files, maybe a
@@ -17,13 +17,22 @@ import json as _json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from local_stack.srp_emulator.callbacks import (
+    CallbackRequest,
+    CallbackSpecError,
+    CallbackTarget,
+    callback_payload,
+    callback_request,
+    parse_callback_urls,
+)
 from sim.storage import Storage
-from sim.world import World
+from sim.world import EPOCH, World
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -32,11 +41,17 @@ class Request:
     """One HTTP request as SRP receives it."""
 
     def __init__(
-        self, method: str, path: str, params: dict[str, str] | None, content: bytes | None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.method = method
         self.params = params or {}
         self.content = content
+        self.headers = headers or {}
         self.url = _Url(path)
 
 
@@ -81,8 +96,11 @@ class Http:
     transport failures are raised as the httpx exceptions it handles.
     """
 
-    def __init__(self, handle: Callable[[Request], Response]) -> None:
+    def __init__(
+        self, handle: Callable[[Request], Response], headers: dict[str, str] | None = None
+    ) -> None:
         self.handle = handle
+        self.headers = headers or {}  # the replaced httpx.Client's own (the API key)
 
     def request(
         self,
@@ -94,7 +112,7 @@ class Http:
         headers: dict[str, str] | None = None,
     ) -> Response:
         """Send one call to the simulated SRP."""
-        request = Request(method, path, params, content)
+        request = Request(method, path, params, content, {**self.headers, **(headers or {})})
         response = self.handle(request)
         response.request = request
         return response
@@ -124,7 +142,9 @@ class Task:
     token: str
     created_at: float
     callback_urls: list[Any] = field(default_factory=list)
-    status: str = "queued"
+    targets: list[CallbackTarget] = field(default_factory=list)
+    input_data: dict[str, Any] = field(default_factory=dict)
+    status: str = "new"
     history: list[tuple[float, str]] = field(default_factory=list)
     never_finishes: bool = False
 
@@ -139,8 +159,10 @@ class Srp:
         renders_bucket: str,
         deliver_callback: Callable[[str, str, bytes, Callable[[int], None]], None],
         timeout: float,
+        api_key: str | None = None,
     ) -> None:
         self.world = world
+        self.api_key = api_key
         self.storage = storage
         self.renders_bucket = renders_bucket
         self.deliver_callback = deliver_callback
@@ -151,10 +173,13 @@ class Srp:
         self.collection_names: dict[str, str] = {}
         # An outage window (virtual seconds) during which SRP answers every call with 503.
         self.outage: tuple[float, float] | None = None
+        # Every callback sent, to every target; only our request-bound one (the first) is
+        # delivered: a producer's own URLs are outside the simulated world.
+        self.callbacks_sent: list[CallbackRequest] = []
 
     def http(self) -> Http:
         """What the bundle's SrpClient sends its calls through (in place of its httpx.Client)."""
-        return Http(self._handle)
+        return Http(self._handle, {"Authorization": f"Bearer {self.api_key}"})
 
     # ---- HTTP -----------------------------------------------------------------------------
 
@@ -164,6 +189,10 @@ class Srp:
             world.io(world.rng.uniform(0.01, 0.5))
             world.note(None, f"SRP {request.method}: 503 (outage)")
             return Response(503, json={"detail": "maintenance"})
+        if self.api_key is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            return Response(401, json={"detail": "Invalid API key."})
         if request.method == "POST":
             return self._post(request)
         if not world.call(self.timeout):
@@ -183,7 +212,7 @@ class Srp:
             # SRP's read side lags: the answer is the status from a little while ago.
             lag = world.rng.uniform(1.0, 120.0)
             older = [s for t, s in task.history if t <= world.now_s - lag]
-            status = older[-1] if older else "queued"
+            status = older[-1] if older else "new"
         world.note(None, f"SRP GET {task.id[:8]} -> {status}")
         answer = self._task_json(task, status)
         if world.fault("srp_get_omits_callbacks"):
@@ -197,7 +226,9 @@ class Srp:
             world.note(None, "SRP POST: connection refused (never sent)")
             raise httpx.ConnectError("simulated: refused")
         answered_in_time = world.call(self.timeout)
-        body = json.loads(request.content)
+        body, refusal = _post_body(request.content)
+        if refusal is not None:
+            return Response(400, json={"detail": refusal})
         callback = body["render_options"]["callback_urls"][0]
         query = parse_qs(urlsplit(callback["url"]).query)
         request_id = query["request_id"][0]
@@ -214,7 +245,7 @@ class Srp:
             world.note(None, f"SRP POST {request_id}: stalls past the timeout, nothing created")
             answer("refused", None)
             raise httpx.ReadTimeout("simulated")
-        if world.fault("srp_post_error_before"):
+        if world.fault("srp_post_error"):
             code = world.rng.choice((500, 502, 503, 504))
             world.note(None, f"SRP POST {request_id}: {code}, nothing created")
             answer("refused", None)
@@ -223,7 +254,7 @@ class Srp:
             world.note(None, f"SRP POST {request_id}: 429, nothing created")
             answer("refused", None)
             return Response(429, headers={"Retry-After": "15"}, json={"detail": "slow"})
-        if world.fault("srp_post_hang_nothing"):
+        if world.fault("srp_post_hang"):
             world.note(None, f"SRP POST {request_id}: hangs, nothing created")
             answer("refused", None)
             world.io(self.timeout)
@@ -231,8 +262,7 @@ class Srp:
         if "sim_rejected" in body.get("input_data", {}):
             answer("refused", None)
             return Response(400, json={"detail": "input_data is not valid for this collection"})
-        task = self._create(request_id, collection_id, token)
-        task.callback_urls = body["render_options"]["callback_urls"]
+        task = self._create(request_id, collection_id, token, body)
         if world.fault("srp_create_then_error"):
             code = world.rng.choice((502, 503, 504))
             world.note(None, f"SRP POST {request_id}: created {task.id[:8]}, answers {code}")
@@ -253,17 +283,35 @@ class Srp:
         return Response(201, json=self._task_json(task, task.status))
 
     def _task_json(self, task: Task, status: str) -> dict[str, Any]:
+        created = EPOCH + timedelta(seconds=task.created_at)
         return {
             "id": task.id,
+            "collection": {
+                "name": task.collection_name,
+                "label": task.collection_name,
+                "id": 1,
+                "enabled": True,
+                "tags": [],
+                "plugin": {"id": 1, "label": "Simulated", "name": "sim"},
+                "uid": task.collection_id,
+                "options": {},
+            },
+            "creation_date": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "status": status,
-            "collection": {"name": task.collection_name, "uid": task.collection_id},
+            "enabled": True,
+            "input_data": task.input_data,
             # SRP echoes the callbacks it was given (the seed's GET example shows them).
             "options": {"priority": 50, "callback_urls": task.callback_urls},
+            "created_by": {"id": 1, "name": "sim"},
+            "tags": [],
+            "jobs": [],
         }
 
     # ---- task progress ------------------------------------------------------------------
 
-    def _create(self, request_id: str, collection_id: str, token: str) -> Task:
+    def _create(
+        self, request_id: str, collection_id: str, token: str, body: dict[str, Any]
+    ) -> Task:
         world = self.world
         task_id = str(uuid.UUID(int=world.rng.getrandbits(128), version=4))
         if collection_id not in self.collection_names:
@@ -273,9 +321,12 @@ class Srp:
             )
         name = self.collection_names[collection_id]
         task = Task(task_id, request_id, collection_id, name, token, world.now_s)
-        task.history.append((world.now_s, "queued"))
+        task.callback_urls = body["render_options"]["callback_urls"]
+        task.targets = parse_callback_urls(task.callback_urls)
+        task.input_data = body["input_data"]
+        task.history.append((world.now_s, "new"))
         self.tasks[task_id] = task
-        self._callback(task, "queued")
+        self._callback(task, "new")
         world.at(world.rng.uniform(1, 120), lambda: self._progress(task, "in_progress"))
         return task
 
@@ -295,7 +346,7 @@ class Srp:
             return
         if status == "done":
             self._write_render(task)
-            if world.fault("gcs_new_generation"):
+            if world.fault("srp_rewrites_render"):
                 world.at(world.rng.uniform(1, 3600), lambda: self._write_render(task))
         self._callback(task, status)
 
@@ -306,9 +357,9 @@ class Srp:
     def _write_render(self, task: Task) -> None:
         world = self.world
         folder = f"render/{task.collection_name}/{task.id}"
-        if world.fault("gcs_sibling_files"):
+        if world.fault("srp_sibling_files"):
             self.storage.write(self.renders_bucket, f"{folder}/turntable.mp4", b"\0" * 2048)
-        data = b"CORRUPT" if world.fault("gcs_corrupt") else PNG + task.id.encode()
+        data = b"CORRUPT" if world.fault("srp_corrupt_render") else PNG + task.id.encode()
         stored = self.storage.write(
             self.renders_bucket, self.render_path(task), data, content_type="image/png"
         )
@@ -316,15 +367,9 @@ class Srp:
 
     def _callback(self, task: Task, status: str) -> None:
         world = self.world
-        payload: dict[str, Any] = {
-            "status": status,
-            "task_id": task.id,
-            "timestamp": world.now().isoformat().replace("+00:00", "Z"),
-        }
-        if status == "done":
-            payload["output_files"] = [self.render_path(task)]
+        payload = callback_payload(task.id, status, world.now(), [self.render_path(task)])
         if world.fault("srp_cb_wrong_status"):
-            payload["status"] = world.rng.choice(("done", "failed", "in_progress", "queued"))
+            payload["status"] = world.rng.choice(("done", "failed", "in_progress", "new"))
             if payload["status"] == "done":
                 payload["output_files"] = [self.render_path(task)]
             else:
@@ -351,8 +396,9 @@ class Srp:
             delay = world.rng.uniform(0.05, 5.0)
             if world.fault("srp_cb_delay"):
                 delay = world.rng.uniform(600, 7200)
-            body = json.dumps(payload).encode()
-            self._send(task, body, delay, attempt=1)
+            sent = [callback_request(target, payload) for target in task.targets]
+            self.callbacks_sent.extend(sent)
+            self._send(task, json.dumps(sent[0].body).encode(), delay, attempt=1)
 
     def _send(self, task: Task, body: bytes, delay: float, attempt: int) -> None:
         def answered(code: int) -> None:
@@ -363,3 +409,22 @@ class Srp:
         self.world.at(
             delay, lambda: self.deliver_callback(task.request_id, task.token, body, answered)
         )
+
+
+def _post_body(content: bytes | None) -> tuple[dict[str, Any], str | None]:
+    """The POST body, or the reason SRP answers 400 (the SRP emulator's checks, in short)."""
+    try:
+        body = json.loads(content or b"null")
+    except ValueError as error:
+        return {}, f"JSON parse error - {error}"
+    if not isinstance(body, dict):
+        return {}, "the request body must be a JSON object"
+    if not isinstance(body.get("collection_id"), str) or not isinstance(
+        body.get("input_data"), dict
+    ):
+        return {}, "collection_id and input_data are required"
+    try:
+        parse_callback_urls((body.get("render_options") or {}).get("callback_urls"))
+    except CallbackSpecError as error:
+        return {}, str(error)
+    return body, None

@@ -99,6 +99,24 @@ def callback_payload(
     return payload
 
 
+@dataclass(frozen=True)
+class CallbackRequest:
+    """The HTTP request SRP sends to one target for one status change."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def callback_request(target: CallbackTarget, payload: dict[str, Any]) -> CallbackRequest:
+    """The request for `payload` to `target`: its method and headers, its `data` merged in."""
+    # The service's own fields win over `data`: a producer cannot forge the status.
+    body = {**dict(target.data), **payload}
+    headers = {"Content-Type": "application/json", **dict(target.headers)}
+    return CallbackRequest(target.method, target.url, headers, body)
+
+
 @dataclass
 class DeliveryPolicy:
     """How hard to try: attempts per callback, exponential backoff, per-request timeout."""
@@ -123,9 +141,8 @@ class CallbackSender:
 
     def deliver(self, target: CallbackDestination, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Deliver until a 2xx answer or the attempts run out; return one record per attempt."""
-        # The service's own fields win over `data`: a producer cannot forge the status.
-        body = {**dict(target.data), **payload}
-        headers = {"Content-Type": "application/json", **dict(target.headers)}
+        request = callback_request(target, payload)
+        body, headers = request.body, request.headers
         content = json.dumps(body).encode("utf-8")
         attempts: list[dict[str, Any]] = []
         for attempt in range(1, self.policy.attempts + 1):

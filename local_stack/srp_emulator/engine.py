@@ -163,7 +163,7 @@ class Engine:
         self.requests_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.callbacks_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.paused = False
-        # Set by the control API: every held delay (late done, create_then_hang) ends now.
+        # Set by the control API: every held delay (srp_late_done, srp_create_then_hang) ends now.
         self.released = False
         self.active_renders = 0
         self.max_active_renders = 0
@@ -346,24 +346,24 @@ class Engine:
         # Per-task faults are drawn up front, in a fixed order, from the task's own RNG (seed
         # and task number), so a seed replays a run whatever the interleaving.
         task.faults = self.faults.for_task(task.sequence)
-        fails = task.faults.hits("render_failure_rate")
-        out_of_order = task.faults.hits("out_of_order_rate")
-        early_done = task.faults.hits("early_done_rate")
-        late_done = task.faults.hits("late_done_rate")
+        fails = task.faults.hits("srp_render_fails")
+        out_of_order = task.faults.hits("srp_cb_out_of_order")
+        early_done = task.faults.hits("srp_early_done")
+        late_done = task.faults.hits("srp_late_done")
         config = task.faults.config
         with self.changed:
             task.status = IN_PROGRESS
             task.jobs.append(next(self._job_ids))
             task.started_at = datetime.now(UTC)
             if out_of_order:
-                task.injected_faults.append("out_of_order")
+                task.injected_faults.append("srp_cb_out_of_order")
             self.changed.notify_all()
         self._announce(task, _Announcement(IN_PROGRESS, self._payload(task, IN_PROGRESS)))
         if self.stopping.wait(self.settings.render_seconds):
             return
         try:
             if fails:
-                raise RuntimeError(config.render_failure_reason)
+                raise RuntimeError(config.srp_render_fails_reason)
             images = (
                 self.assets.layer_images(task.collection, task.render_input) if self.assets else {}
             )
@@ -380,9 +380,9 @@ class Engine:
                     task,
                     DONE,
                     output_files=paths,
-                    fault="early_done",
+                    fault="srp_early_done",
                     after_delivery=lambda: self._upload_later(
-                        task, files, config.early_done_upload_delay
+                        task, files, config.srp_early_done_upload_delay
                     ),
                 )
                 return
@@ -392,13 +392,13 @@ class Engine:
                 task,
                 DONE,
                 output_files=paths,
-                delay_seconds=config.late_done_delay if late_done else 0.0,
-                fault="late_done" if late_done else None,
+                delay_seconds=config.srp_late_done_delay if late_done else 0.0,
+                fault="srp_late_done" if late_done else None,
             )
         except Exception as error:
             reason = str(error) if fails else f"render failed: {type(error).__name__}: {error}"
             if fails:
-                task.injected_faults.append("render_failure")
+                task.injected_faults.append("srp_render_fails")
             self._finish(task, FAILED, failure_reason=reason)
 
     def _upload(self, task: Task, path: str, png: bytes) -> None:
@@ -459,14 +459,14 @@ class Engine:
             threading.Thread(
                 target=self._deliver_all, args=(task, task._outbox), daemon=True
             ).start()
-        if announcement.status == IN_PROGRESS and "out_of_order" in task.injected_faults:
+        if announcement.status == IN_PROGRESS and "srp_cb_out_of_order" in task.injected_faults:
             task._held_announcement = announcement
             return
         task._outbox.put(announcement)
         if announcement.status in TERMINAL_STATUSES:
             if task._held_announcement is not None:
                 held, task._held_announcement = task._held_announcement, None
-                held.fault = "out_of_order"
+                held.fault = "srp_cb_out_of_order"
                 task._outbox.put(held)
             task._outbox.put(None)
 
@@ -475,15 +475,15 @@ class Engine:
             if announcement.delay_seconds and self.hold(announcement.delay_seconds):
                 return
             faults = task.faults or self.faults.for_task(task.sequence)
-            dropped = faults.hits("drop_callback_rate")
-            duplicated = faults.hits("duplicate_callback_rate")
+            dropped = faults.hits("srp_cb_drop")
+            duplicated = faults.hits("srp_cb_duplicate")
             for target in task.targets:
                 if dropped:
-                    self._log_callback(task, announcement, target, [], fault="dropped")
+                    self._log_callback(task, announcement, target, [], fault="srp_cb_drop")
                     continue
                 for copy in range(2 if duplicated else 1):
                     attempts = self._sender.deliver(target, announcement.payload)
-                    fault = "duplicate" if copy else announcement.fault
+                    fault = "srp_cb_duplicate" if copy else announcement.fault
                     self._log_callback(task, announcement, target, attempts, fault=fault)
                     if self.stopping.is_set():
                         return

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-_RATE_SUFFIX = "_rate"
+from local_stack.srp_faults import RATE_SUFFIX, rate_setting
 
 
 class FaultConfigError(ValueError):
@@ -17,37 +17,44 @@ class FaultConfigError(ValueError):
 
 @dataclass
 class FaultConfig:
-    """Every fault knob; a `*_rate` is the probability (0..1) that the fault hits."""
+    """Every fault knob; `<fault>_rate` is the probability (0..1) that the SRP fault of that
+    name (local_stack/srp_faults.py) hits."""
 
     seed: int = 0
-    # HTTP faults on the public API (POST and GET /api/v1/tasks), in this order:
-    http_fault_methods: list[str] = field(default_factory=lambda: ["GET", "POST"])
-    hang_rate: float = 0.0  # no answer at all, connection closed after hang_seconds
+    # API faults (GET and POST of /api/v1/tasks and of the asset routes), drawn in this order.
+    # Before anything is done:
+    srp_get_hang_rate: float = 0.0  # no answer at all, connection closed after hang_seconds
+    srp_post_hang_rate: float = 0.0
     hang_seconds: float = 30.0
-    error_5xx_rate: float = 0.0  # answered before anything is created
+    srp_get_error_rate: float = 0.0  # one of error_5xx_statuses
+    srp_post_error_rate: float = 0.0
     error_5xx_statuses: list[int] = field(default_factory=lambda: [500, 502, 503])
-    error_429_rate: float = 0.0
+    srp_get_429_rate: float = 0.0
+    srp_post_429_rate: float = 0.0
     retry_after_seconds: int = 1
-    lost_response_rate: float = 0.0  # POST only: the task is created, the connection dropped
-    # POST only: the task is created (and gets its callbacks), the answer is a 5xx from the
-    # proxy in front, or comes only after create_then_hang_seconds (past the client's timeout).
-    create_then_error_rate: float = 0.0
-    create_then_error_statuses: list[int] = field(default_factory=lambda: [502, 503, 504])
-    create_then_hang_rate: float = 0.0
-    create_then_hang_seconds: float = 30.0
-    slow_rate: float = 0.0  # the request is handled, the answer is delayed by slow_seconds
+    # POST only, after the task is created (it renders and gets its callbacks): the connection
+    # is dropped, the answer is a 5xx from the proxy in front, or it comes only after
+    # srp_create_then_hang_seconds (past the client's timeout).
+    srp_lost_answer_rate: float = 0.0
+    srp_create_then_error_rate: float = 0.0
+    srp_create_then_error_statuses: list[int] = field(default_factory=lambda: [502, 503, 504])
+    srp_create_then_hang_rate: float = 0.0
+    srp_create_then_hang_seconds: float = 30.0
+    # The request is handled, the answer is delayed by slow_seconds:
+    srp_get_slow_rate: float = 0.0
+    srp_post_slow_rate: float = 0.0
     slow_seconds: float = 2.0
     # Render faults, drawn once per task:
-    render_failure_rate: float = 0.0
-    render_failure_reason: str = "render failed: injected fault"
-    out_of_order_rate: float = 0.0  # the in_progress callback is delivered after the final one
-    early_done_rate: float = 0.0  # `done` is announced, the file uploaded after the callback
-    early_done_upload_delay: float = 0.5
-    late_done_rate: float = 0.0  # the file is uploaded, the `done` callback sent much later
-    late_done_delay: float = 3.0
+    srp_render_fails_rate: float = 0.0
+    srp_render_fails_reason: str = "render failed: injected fault"
+    srp_cb_out_of_order_rate: float = 0.0  # the in_progress callback comes after the final one
+    srp_early_done_rate: float = 0.0  # `done` is announced, the file uploaded after the callback
+    srp_early_done_upload_delay: float = 0.5
+    srp_late_done_rate: float = 0.0  # the file is uploaded, the `done` callback sent much later
+    srp_late_done_delay: float = 3.0
     # Callback faults, drawn once per status change:
-    duplicate_callback_rate: float = 0.0
-    drop_callback_rate: float = 0.0
+    srp_cb_duplicate_rate: float = 0.0
+    srp_cb_drop_rate: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FaultConfig:
@@ -91,17 +98,13 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             value = float(raw)
         elif isinstance(default, str):
             value = str(raw)
-        elif name == "http_fault_methods":
-            value = [str(method).upper() for method in raw]
-            if not set(value) <= {"GET", "POST"}:
-                raise ValueError
         else:
             value = [int(status) for status in raw]
             if not value or not all(500 <= status <= 599 for status in value):
                 raise ValueError
     except (TypeError, ValueError) as error:
         raise FaultConfigError(f"invalid value {raw!r} for fault setting '{name}'") from error
-    if name.endswith(_RATE_SUFFIX) and not 0.0 <= value <= 1.0:
+    if name.endswith(RATE_SUFFIX) and not 0.0 <= value <= 1.0:
         raise FaultConfigError(f"'{name}' must be between 0 and 1, got {value}")
     if isinstance(value, int | float) and value < 0:
         raise FaultConfigError(f"'{name}' must not be negative, got {value}")
@@ -121,10 +124,10 @@ class FaultInjector:
             self.config = config
             self._random = random.Random(config.seed)
 
-    def hits(self, rate_name: str) -> bool:
-        """Whether the fault named by a `*_rate` knob happens this time."""
+    def hits(self, fault: str) -> bool:
+        """Whether the SRP fault `fault` (its `<fault>_rate` knob) happens this time."""
         with self._lock:
-            rate = float(getattr(self.config, rate_name))
+            rate = float(getattr(self.config, rate_setting(fault)))
             # Draw even for rate 0 or 1 so enabling one fault doesn't shift the others' sequence.
             return self._random.random() < rate
 
@@ -151,7 +154,7 @@ class TaskFaults:
         self._random = rng
         self._lock = threading.Lock()
 
-    def hits(self, rate_name: str) -> bool:
-        """Whether the fault named by a `*_rate` knob happens this time."""
+    def hits(self, fault: str) -> bool:
+        """Whether the SRP fault `fault` (its `<fault>_rate` knob) happens this time."""
         with self._lock:
-            return self._random.random() < float(getattr(self.config, rate_name))
+            return self._random.random() < float(getattr(self.config, rate_setting(fault)))

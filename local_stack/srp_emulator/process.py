@@ -114,7 +114,7 @@ class EmulatorControl:
         self._post("resume")
 
     def release(self) -> None:
-        """End every held delay (late `done` callbacks, create_then_hang answers) now."""
+        """End every held delay (srp_late_done callbacks, srp_create_then_hang answers) now."""
         self._post("release")
 
     def assets(self, **filters: Any) -> list[dict[str, Any]]:

@@ -150,22 +150,24 @@ class _Handler(BaseHTTPRequestHandler):
         }
         faults = engine.faults
         config = faults.config
-        if method in config.http_fault_methods:
-            if faults.hits("hang_rate"):
-                entry["fault"] = "hang"
+        # The API faults of local_stack/srp_faults.py: srp_get_* hit a GET, srp_post_* a POST.
+        prefix = {"GET": "srp_get_", "POST": "srp_post_"}.get(method)
+        if prefix is not None:
+            if faults.hits(prefix + "hang"):
+                entry["fault"] = prefix + "hang"
                 engine.log_request(entry)
                 engine.stopping.wait(config.hang_seconds)
                 self._drop_connection()
                 return
-            if faults.hits("error_5xx_rate"):
+            if faults.hits(prefix + "error"):
                 status = faults.choose(config.error_5xx_statuses)
-                entry.update(fault="5xx", response_status=status)
+                entry.update(fault=prefix + "error", response_status=status)
                 engine.log_request(entry)
                 self._send(status, {"detail": "Internal server error (injected)."})
                 return
-            if faults.hits("error_429_rate"):
+            if faults.hits(prefix + "429"):
                 seconds = config.retry_after_seconds
-                entry.update(fault="429", response_status=429)
+                entry.update(fault=prefix + "429", response_status=429)
                 engine.log_request(entry)
                 self._send(
                     429,
@@ -180,26 +182,26 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"WWW-Authenticate": 'Bearer realm="api"'} if status == 401 else None
         if status < 300 and isinstance(body, dict):
             entry["task_id"] = body.get("id")
-        if method in config.http_fault_methods:
-            if method == "POST" and status == 201 and faults.hits("lost_response_rate"):
-                entry["fault"] = "lost_response"
+        if prefix is not None:
+            if method == "POST" and status == 201 and faults.hits("srp_lost_answer"):
+                entry["fault"] = "srp_lost_answer"
                 engine.log_request(entry)
                 self._drop_connection()
                 return
-            if method == "POST" and status == 201 and faults.hits("create_then_error_rate"):
-                error_status = faults.choose(config.create_then_error_statuses)
-                entry.update(fault="create_then_error", response_status=error_status)
+            if method == "POST" and status == 201 and faults.hits("srp_create_then_error"):
+                error_status = faults.choose(config.srp_create_then_error_statuses)
+                entry.update(fault="srp_create_then_error", response_status=error_status)
                 engine.log_request(entry)
                 self._send(error_status, {"detail": "Bad gateway (injected, task created)."})
                 return
-            if method == "POST" and status == 201 and faults.hits("create_then_hang_rate"):
-                entry.update(fault="create_then_hang", response_status=status)
+            if method == "POST" and status == 201 and faults.hits("srp_create_then_hang"):
+                entry.update(fault="srp_create_then_hang", response_status=status)
                 engine.log_request(entry)
-                engine.hold(config.create_then_hang_seconds)
+                engine.hold(config.srp_create_then_hang_seconds)
                 self._send(status, body, headers)
                 return
-            if faults.hits("slow_rate"):
-                entry["fault"] = "slow"
+            if faults.hits(prefix + "slow"):
+                entry["fault"] = prefix + "slow"
                 engine.stopping.wait(config.slow_seconds)
         entry["response_status"] = status
         engine.log_request(entry)

@@ -146,9 +146,9 @@ def test_with_firestore_commit_faults_every_request_ends_and_nothing_is_duplicat
     stack = make_stack(
         srp_seed=13,
         srp_faults={
-            "create_then_error_rate": 0.1,
-            "lost_response_rate": 0.1,
-            "duplicate_callback_rate": 0.2,
+            "srp_create_then_error_rate": 0.1,
+            "srp_lost_answer_rate": 0.1,
+            "srp_cb_duplicate_rate": 0.2,
         },
         firestore_faults={
             **FIRESTORE_FAULTS,

@@ -415,7 +415,7 @@ def test_retry_re_drives_failed_requests_as_linked_requests(
     source = tmp_path / f"{stem}.jsonl"
     source.write_text(json.dumps(colored("#aa0000")) + "\n" + json.dumps(colored("#00aa00")) + "\n")
     originals = [f"{stem}-1", f"{stem}-2"]
-    cli.pipeline.srp.control.set_faults(render_failure_rate=1.0)
+    cli.pipeline.srp.control.set_faults(srp_render_fails_rate=1.0)
     code, _, _ = run(capsys, "submit", str(source), "--collection-id", SAMPLE_COLLECTION_ID,
                      "--batch", batch)  # fmt: skip
     assert code == 0

@@ -1,7 +1,8 @@
 """Issue 14: each hole in exactly-once, shown by a test that fails without its fix.
 
 The use cases run against the real Firestore and Pub/Sub emulators; SRP is the scripted
-HTTP fake of `scripted_srp`, which can create a task and then answer an error.
+HTTP fake of `scripted_srp`, which can create a task and then answer an error
+(`srp_create_then_error`, local_stack/srp_faults.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from google.api_core.exceptions import InvalidArgument, ServiceUnavailable
 from google.cloud import firestore, pubsub_v1
@@ -63,7 +63,7 @@ def test_a_5xx_after_srp_created_the_task_is_ambiguous_and_never_posted_again(
     pipeline, render_request, status: int
 ) -> None:
     srp = ScriptedSrp()
-    srp.post_script = [status]
+    srp.post_script = [("srp_create_then_error", status)]
     submitter = submitter_for(pipeline, srp)
     request = render_request()
 
@@ -80,7 +80,7 @@ def test_a_5xx_after_srp_created_the_task_is_ambiguous_and_never_posted_again(
 
 def test_a_429_created_nothing_and_the_redelivery_posts_at_once(pipeline, render_request) -> None:
     srp = ScriptedSrp()
-    srp.post_script = [429]
+    srp.post_script = ["srp_post_429"]
     submitter = submitter_for(pipeline, srp)
     request = render_request()
 
@@ -189,7 +189,7 @@ def two_requests(pipeline: Any, render_request: Any, srp: ScriptedSrp) -> tuple[
     """Request A whose POST answer was lost (task A exists at SRP), request B submitted."""
     submitter = submitter_for(pipeline, srp)
     a, b = render_request(), render_request()
-    srp.post_script = [httpx.ReadTimeout]
+    srp.post_script = ["srp_create_then_hang"]
     with pytest.raises(SrpConnectionError):
         submitter.submit(message(a))
     (task_a,) = srp.tasks
@@ -349,7 +349,7 @@ def test_a_dead_letter_never_fails_a_task_attached_before_its_commit(
     pipeline, render_request
 ) -> None:
     srp = ScriptedSrp()
-    srp.post_script = [503]
+    srp.post_script = [("srp_create_then_error", 503)]
     request = render_request()
     with pytest.raises(SrpServerError):
         submitter_for(pipeline, srp).submit(message(request))
@@ -370,7 +370,7 @@ def test_a_dead_letter_without_request_id_fails_the_original_record_and_creates_
     pipeline, render_request
 ) -> None:
     srp = ScriptedSrp()
-    srp.post_script = [503]
+    srp.post_script = [("srp_create_then_error", 503)]
     body = render_request()
     body["input_data"]["nonce"] = body.pop("request_id")  # a body no other test sends
     data = json.dumps(body).encode()

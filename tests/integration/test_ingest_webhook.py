@@ -238,7 +238,7 @@ def test_reconcile_brings_every_task_to_its_final_state_when_callbacks_are_dropp
     pipeline.function("ingest_webhook")
     submit = pipeline.function("submit_task")
     reconcile = pipeline.function("reconcile_tasks", STALE_AFTER_SECONDS="1")
-    pipeline.srp.control.set_faults(drop_callback_rate=1.0, render_failure_rate=0.3, seed=3)
+    pipeline.srp.control.set_faults(srp_cb_drop_rate=1.0, srp_render_fails_rate=0.3, seed=3)
     requests = [render_request() for _ in range(8)]
     for request in requests:
         assert pipeline.deliver(submit, request).status_code == 200

@@ -136,7 +136,7 @@ def test_an_invalid_message_never_touches_an_existing_record(pipeline, render_re
 def test_srp_429_is_retried_and_the_redelivery_makes_one_task(pipeline, render_request) -> None:
     submit = pipeline.function("submit_task")
     request = render_request()
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], error_429_rate=1.0)
+    pipeline.srp.control.set_faults(srp_post_429_rate=1.0)
 
     assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
     assert pipeline.record(request["request_id"]).state == State.RECEIVED
@@ -155,7 +155,7 @@ def test_srp_5xx_is_retried_only_after_the_wait_for_a_task_it_may_have_created(
 ) -> None:
     submit = pipeline.function("submit_task", AMBIGUOUS_SUBMIT_WAIT_SECONDS="1")
     request = render_request()
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], error_5xx_rate=1.0)
+    pipeline.srp.control.set_faults(srp_post_error_rate=1.0)
     assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
     pipeline.srp.control.set_faults()
 
@@ -175,7 +175,7 @@ def test_a_lost_post_answer_never_becomes_an_unnoticed_duplicate(pipeline, rende
     pipeline.function("ingest_webhook")
     submit = pipeline.function("submit_task", AMBIGUOUS_SUBMIT_WAIT_SECONDS="1")
     request = render_request()
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], lost_response_rate=1.0)
+    pipeline.srp.control.set_faults(srp_lost_answer_rate=1.0)
 
     assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
     pipeline.srp.control.set_faults()
@@ -197,7 +197,7 @@ def test_a_lost_post_answer_without_callbacks_reposts_and_records_any_duplicate(
     submit = pipeline.function("submit_task", AMBIGUOUS_SUBMIT_WAIT_SECONDS="1")
     request = render_request()
     pipeline.srp.control.pause()  # the first task stays silent: no callback names it yet
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], lost_response_rate=1.0)
+    pipeline.srp.control.set_faults(srp_lost_answer_rate=1.0)
     assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500
     pipeline.srp.control.set_faults()
 
@@ -251,7 +251,7 @@ def test_the_dead_letter_path_marks_the_request_failed_with_the_reason(
     submit = pipeline.function("submit_task")
     dead_letter = pipeline.function("record_dead_letter")
     request = render_request()
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], error_5xx_rate=1.0)
+    pipeline.srp.control.set_faults(srp_post_error_rate=1.0)
     assert pipeline.deliver(submit, request).status_code == 500
 
     response = pipeline.deliver(
@@ -314,8 +314,8 @@ def firestore_faults(firestore_emulator):
 
 @pytest.mark.parametrize(
     "fault",
-    [{"create_then_error_rate": 1.0}, {"create_then_hang_rate": 1.0}],
-    ids=["create_then_error", "create_then_hang"],
+    [{"srp_create_then_error_rate": 1.0}, {"srp_create_then_hang_rate": 1.0}],
+    ids=["srp_create_then_error", "srp_create_then_hang"],
 )
 def test_a_post_that_created_the_task_then_failed_is_never_posted_again(
     pipeline, render_request, fault
@@ -324,7 +324,7 @@ def test_a_post_that_created_the_task_then_failed_is_never_posted_again(
     submit = pipeline.function("submit_task")
     request = render_request()
     pipeline.srp.control.pause()  # SRP stays silent until resumed: no callback names the task
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], **fault)
+    pipeline.srp.control.set_faults(**fault)
 
     # A 502/503/504 after SRP created the task, or the answer after the client's timeout.
     assert pipeline.deliver(submit, request, message_id=request["request_id"]).status_code == 500

@@ -6,6 +6,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import firestore as real_firestore
 
+from local_stack.terraform_exemptions import terraform_index_exemptions
 from sim import firestore
 from sim.ci import CI_SEEDS, NOT_YET_FIXED, REQUESTS_PER_SEED, ci_faults
 from sim.mutants import MUTANTS, hunt
@@ -144,3 +145,24 @@ def test_the_shrinker_keeps_the_invariant_and_drops_what_it_does_not_need() -> N
     assert (shrunk.requests, shrunk.invariant) == (3, "2-one-task")
     assert shrunk.faults == {"a": 0.1, "b": 0.0, "c": 0.0}
     assert shrunk.command() == "python -m sim --seed 5 --requests 3 --only a=0.1,b=0,c=0"
+
+
+def test_the_simulated_firestore_exempts_what_terraform_and_the_local_stack_exempt() -> None:
+    # Every `google_firestore_field` with `index_config {}` in firestore.tf, one per
+    # for_each entry of local.unindexed_fields; tasks_collection as the simulator names it.
+    declared = {
+        "srp_tasks.input_data_json",
+        "events.payload",
+        "srp_tasks.metadata",
+        "srp_tasks_outbox.event",
+        "events.request",
+        "events.received",
+    }
+    local_stack = {
+        f"{item['collection']}.{item['field']}"
+        for item in terraform_index_exemptions({"tasks_collection": "srp_tasks"})
+    }
+    simulated = Simulation(0, 1).db.index_exempt
+
+    assert local_stack == declared
+    assert simulated == declared

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,22 @@ RENDER_SIZE = 128
 PARALLEL = 2
 CALLBACK_ATTEMPTS = 4
 RENDERS_BUCKET = "srp-emulator-renders"
+# The seed's task shape and timestamps (test_conformance.py, test_fakes_agree.py).
+CREATION_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+CALLBACK_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+TASK_KEYS = {
+    "id",
+    "collection",
+    "creation_date",
+    "status",
+    "enabled",
+    "input_data",
+    "options",
+    "created_by",
+    "tags",
+    "jobs",
+}
+COLLECTION_KEYS = {"name", "label", "id", "enabled", "tags", "plugin", "uid", "options"}
 
 
 @dataclass

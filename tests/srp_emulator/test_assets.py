@@ -371,9 +371,7 @@ def test_a_lost_create_asset_answer_is_not_retried_and_confirm_finishes_the_job(
     capsys: pytest.CaptureFixture[str],
     backoffs: list[float],
 ) -> None:
-    cli_env.control.set_faults(
-        http_fault_methods=["POST"], error_5xx_rate=1.0, error_5xx_statuses=[503]
-    )
+    cli_env.control.set_faults(srp_post_error_rate=1.0, error_5xx_statuses=[503])
 
     code, out, err = upload(capsys, resources)
 

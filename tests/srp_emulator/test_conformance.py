@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
@@ -19,28 +18,18 @@ from local_stack.srp_emulator import (
 from srp_emulator_helpers import (
     API_KEY,
     CALLBACK_ATTEMPTS,
+    CALLBACK_TIMESTAMP,
+    COLLECTION_KEYS,
+    CREATION_DATE,
     PARALLEL,
     SECOND_API_KEY,
+    TASK_KEYS,
     CallbackReceiver,
     get_task,
     submit,
 )
 
-CREATION_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-CALLBACK_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CALLBACK_URL = "http://127.0.0.1:9/"
-TASK_KEYS = {
-    "id",
-    "collection",
-    "creation_date",
-    "status",
-    "enabled",
-    "input_data",
-    "options",
-    "created_by",
-    "tags",
-    "jobs",
-}
 
 
 def assert_seed_task_shape(task: dict[str, Any]) -> None:
@@ -48,7 +37,7 @@ def assert_seed_task_shape(task: dict[str, Any]) -> None:
     assert set(task) == TASK_KEYS
     assert isinstance(task["id"], str) and task["id"]
     collection = task["collection"]
-    assert set(collection) == {"name", "label", "id", "enabled", "tags", "plugin", "uid", "options"}
+    assert set(collection) == COLLECTION_KEYS
     assert collection["uid"] == SAMPLE_COLLECTION_UID
     assert collection["name"] == "demo_collection"
     assert isinstance(collection["label"], str)

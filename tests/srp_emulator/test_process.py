@@ -55,10 +55,10 @@ def test_fault_flags_and_the_control_token_come_from_the_command_line(
 ) -> None:
     with emulator(
         gcs_emulator,
-        faults={"error_429_rate": 1.0},
+        faults={"srp_get_429_rate": 1.0},
         seed=7,
         control_token="control-secret",
-        extra_args=["--fault", "retry_after_seconds=9", "--fault", "http_fault_methods=GET"],
+        extra_args=["--fault", "retry_after_seconds=9", "--fault", "error_5xx_statuses=502,504"],
     ) as srp:
         refused = httpx.get(f"{srp.url}/_emulator/faults")
         faults = srp.control.faults()
@@ -69,9 +69,9 @@ def test_fault_flags_and_the_control_token_come_from_the_command_line(
         )
 
     assert refused.status_code == 401
-    assert faults["error_429_rate"] == 1.0
+    assert faults["srp_get_429_rate"] == 1.0
     assert faults["retry_after_seconds"] == 9
-    assert faults["http_fault_methods"] == ["GET"]
+    assert faults["error_5xx_statuses"] == [502, 504]
     assert faults["seed"] == 7
     assert throttled.headers["Retry-After"] == "9"
 
