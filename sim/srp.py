@@ -24,9 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from local_stack.srp_emulator.callbacks import (
+    CallbackDestination,
     CallbackRequest,
     CallbackSpecError,
-    CallbackTarget,
     callback_payload,
     callback_request,
     parse_callback_urls,
@@ -142,7 +142,7 @@ class Task:
     token: str
     created_at: float
     callback_urls: list[Any] = field(default_factory=list)
-    targets: list[CallbackTarget] = field(default_factory=list)
+    targets: list[CallbackDestination] = field(default_factory=list)
     input_data: dict[str, Any] = field(default_factory=dict)
     status: str = "new"
     history: list[tuple[float, str]] = field(default_factory=list)

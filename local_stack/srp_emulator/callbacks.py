@@ -109,7 +109,7 @@ class CallbackRequest:
     body: dict[str, Any]
 
 
-def callback_request(target: CallbackTarget, payload: dict[str, Any]) -> CallbackRequest:
+def callback_request(target: CallbackDestination, payload: dict[str, Any]) -> CallbackRequest:
     """The request for `payload` to `target`: its method and headers, its `data` merged in."""
     # The service's own fields win over `data`: a producer cannot forge the status.
     body = {**dict(target.data), **payload}
