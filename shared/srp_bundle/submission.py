@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from srp_bundle.callback_auth import our_callback
+from srp_bundle.callback_auth import CallbackSigner, new_callback_nonce
 from srp_bundle.callback_policy import check_producer_callbacks
 from srp_bundle.cloudevents import PubsubMessage
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
@@ -121,7 +121,7 @@ class Submitter:
                 return SubmissionResult(claim.outcome, claim.record)
             if too_old is not None:
                 return self._fail_request(request.request_id, "request_expired", too_old)
-            return self._post(request, attempt)
+            return self._post(request, attempt, claim.record)
 
     def resubmit(self, record: TaskRecord) -> SubmissionResult:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
@@ -148,7 +148,7 @@ class Submitter:
         except CallbackRefusedError as error:
             self._release(request.request_id, attempt, error, ambiguous=False)  # nothing sent
             return self._fail_request(request.request_id, error.code, str(error))
-        return self._post(request, attempt)
+        return self._post(request, attempt, claim.record)
 
     # ---- steps ------------------------------------------------------------------------
 
@@ -185,6 +185,9 @@ class Submitter:
                 return None, []
             else:
                 log = []
+            if record.callback_nonce is None:
+                # A record older than nonces: from its next POST on, its tokens are v2.
+                record.callback_nonce = new_callback_nonce()
             record.lease_owner = attempt
             record.lease_expires_at = now + timedelta(seconds=self.lease_seconds)
             record.submit_attempts += 1
@@ -200,10 +203,19 @@ class Submitter:
             raise SubmissionDeferredError(f"{request.request_id}: {verdict['defer']}")
         return _Claim(verdict.get("outcome"), record)
 
-    def _post(self, request: RenderRequest, attempt: str) -> SubmissionResult:
+    def _post(
+        self, request: RenderRequest, attempt: str, record: TaskRecord | None
+    ) -> SubmissionResult:
         webhook_url = self.settings.require(self.settings.webhook_url, "WEBHOOK_URL")
-        secret = self.settings.require(self.settings.webhook_secret, "WEBHOOK_SECRET")
-        callbacks = (our_callback(webhook_url, secret, request.request_id), *request.callback_urls)
+        self.settings.require(self.settings.webhook_secret, "WEBHOOK_SECRET")
+        # The claim drew the record's nonce before this POST (so a callback can be checked).
+        nonce = record.callback_nonce if record is not None else None
+        if nonce is None:
+            raise SubmissionDeferredError(f"{request.request_id}: the record has no callback nonce")
+        ours = CallbackSigner.from_settings(self.settings).callback(
+            webhook_url, request.request_id, nonce
+        )
+        callbacks = (ours, *request.callback_urls)
         try:
             task = self.srp.submit_task(
                 request.collection_id,
@@ -335,6 +347,7 @@ def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> Ta
         retry_of=request.retry_of,
         created_at=now,
         updated_at=now,
+        callback_nonce=new_callback_nonce(),
     )
 
 

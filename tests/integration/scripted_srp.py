@@ -27,21 +27,29 @@ class ScriptedSrp:
         self.post_script: list[PostAction] = []
         self.before_post: Callable[[], None] | None = None
         self.get_status: dict[str, str] = {}
+        # What a GET answers as the task's `output_files` (the seed's GET lists none).
+        self.get_output_files: dict[str, list[str]] = {}
+        # Every task id a GET asked about, in order.
+        self.gets: list[str] = []
 
     def task_json(self, task_id: str) -> dict[str, Any]:
         body = self.tasks[task_id]
         options = body.get("render_options") or {}
-        return {
+        answer = {
             "id": task_id,
             "status": self.get_status.get(task_id, "created"),
             "collection": {"name": self.collection_name, "uid": body["collection_id"], "id": 1},
             "options": {"callback_urls": options.get("callback_urls", [])},
             "jobs": None,
         }
+        if task_id in self.get_output_files:
+            answer["output_files"] = self.get_output_files[task_id]
+        return answer
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             task_id = request.url.params.get("id", "")
+            self.gets.append(task_id)
             if task_id not in self.tasks:
                 return httpx.Response(404, json={"detail": "Not found."})
             return httpx.Response(200, json=self.task_json(task_id))
