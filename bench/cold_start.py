@@ -92,7 +92,7 @@ def cold_request(name: str, env: dict[str, str]) -> Request:
         )
         return "/", headers, body
     if name == "ingest_webhook":
-        from srp_bundle.callback_auth import TOKEN_HEADER, callback_token
+        from srp_bundle.callback_auth import TOKEN_HEADER, legacy_callback_token
 
         request_id, task_id = submitted_record(env)
         body = {
@@ -102,7 +102,7 @@ def cold_request(name: str, env: dict[str, str]) -> Request:
         }
         headers = {
             "Content-Type": "application/json",
-            TOKEN_HEADER: callback_token(WEBHOOK_SECRET, request_id),
+            TOKEN_HEADER: legacy_callback_token(WEBHOOK_SECRET, request_id),
         }
         return f"/?request_id={request_id}", headers, json.dumps(body).encode()
     raise ValueError(name)

@@ -38,9 +38,10 @@ WARM_UP = 5
 
 
 def _raw_body(request_id: str) -> bytes:
-    from srp_bundle.callback_auth import our_callback
+    from srp_bundle.callback_auth import CallbackSigner, deployment_scope, new_callback_nonce
 
-    callback = our_callback("http://127.0.0.1:9/", WEBHOOK_SECRET, request_id)
+    signer = CallbackSigner(deployment_scope("bench", "srp_tasks"), (WEBHOOK_SECRET,))
+    callback = signer.callback("http://127.0.0.1:9/", request_id, new_callback_nonce())
     return json.dumps(
         {
             "collection_id": SAMPLE_COLLECTION_ID,

@@ -39,7 +39,7 @@ HANDLERS = [OURS, "minimal_set", "minimal_transaction"]
 
 
 def _callbacks(records: list[tuple[str, str]]) -> list[tuple[str, dict[str, str], bytes]]:
-    from srp_bundle.callback_auth import TOKEN_HEADER, callback_token
+    from srp_bundle.callback_auth import TOKEN_HEADER, legacy_callback_token
 
     calls = []
     for request_id, task_id in records:
@@ -50,7 +50,7 @@ def _callbacks(records: list[tuple[str, str]]) -> list[tuple[str, dict[str, str]
         }
         headers = {
             "Content-Type": "application/json",
-            TOKEN_HEADER: callback_token(WEBHOOK_SECRET, request_id),
+            TOKEN_HEADER: legacy_callback_token(WEBHOOK_SECRET, request_id),
         }
         calls.append((f"/?request_id={request_id}", headers, json.dumps(body).encode()))
     return calls

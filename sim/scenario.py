@@ -30,6 +30,7 @@ from srp_bundle.errors import CorruptImageError
 from srp_bundle.events import EventPublisher
 from srp_bundle.postprocessing import RenderPostprocessor
 from srp_bundle.reconciliation import Reconciler
+from srp_bundle.render_listing import RenderFolder
 from srp_bundle.render_outputs import ProcessedFile
 from srp_bundle.render_requests import request_id_hint
 from srp_bundle.settings import Settings, parse_derivative_specs
@@ -175,8 +176,15 @@ class Simulation:
         self.srp_client._http = self.srp.http()  # type: ignore[assignment]
         self.publisher = EventPublisher(_Publisher(self), "sim", "render-events")
         self.submitter = Submitter(self.settings, self.store, self.srp_client, self.publisher)
+        render_folder = RenderFolder(
+            self.storage.client, RENDERS_BUCKET, self.settings.render_path_pattern
+        )
         self.ingestor = CallbackIngestor(
-            self.settings, self.store, lambda: self.srp_client, self.publisher
+            self.settings,
+            self.store,
+            lambda: self.srp_client,
+            self.publisher,
+            render_folder=render_folder,
         )
         self.postprocessor = RenderPostprocessor(
             self.settings,
@@ -199,6 +207,7 @@ class Simulation:
                 self.publisher,
                 process_file=_fake_process_file,
             ).redrive,
+            render_folder=render_folder,
         )
         # Book-keeping for the invariants.
         self.expected: dict[str, str] = {}  # request id -> how it was produced

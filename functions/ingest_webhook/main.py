@@ -30,6 +30,7 @@ def ingest_webhook(request: flask.Request) -> flask.Response:
             runtime.task_store(settings),
             functools.partial(runtime.srp_client, settings),
             runtime.event_publisher(settings),
+            render_folder=runtime.render_folder(settings),
         )
         # Read one byte past the limit so an oversized body is refused without buffering it.
         body = request.stream.read(MAX_CALLBACK_BYTES + 1)

@@ -27,4 +27,12 @@ def reconcile_tasks(cloud_event: CloudEvent) -> None:
         if settings.renders_bucket_name and settings.derivatives_bucket_name:
             storage_client = runtime.storage_client(settings.project_id)
             redrive = RenderPostprocessor(settings, store, storage_client, publisher).redrive
-        Reconciler(settings, store, srp, publisher, submitter, redrive_postprocessing=redrive).run()
+        Reconciler(
+            settings,
+            store,
+            srp,
+            publisher,
+            submitter,
+            redrive_postprocessing=redrive,
+            render_folder=runtime.render_folder(settings),
+        ).run()

@@ -190,6 +190,16 @@ class RenderPostprocessor:
 
     def _record(self, target: RenderTarget, processed: ProcessedFile) -> PostprocessResult:
         """Write the derivatives, store the file's result, apply it to the record."""
+        stored = self.store.render_result(target.task_id, target.object_name)
+        if stored is not None and stored.change.generation >= target.generation:
+            # Recorded while this run worked (a duplicate event, or a newer generation whose
+            # clean-up may already have removed this one's derivatives): write nothing.
+            return PostprocessResult(
+                Outcome.ALREADY_PROCESSED,
+                f"generation {stored.change.generation} was processed meanwhile",
+                target,
+                self._settle(target, stored),
+            )
         # Known before writing so the derivatives carry it; None when the record is not there yet.
         record = self.store.find_by_task_id(target.task_id)
         written = store_derivatives(

@@ -7,6 +7,10 @@ submission are re-driven (or failed once too old), and so is a task SRP still ha
 finished when its request is older than `MAX_REQUEST_AGE_SECONDS` (`render_timeout`).
 A 429 from SRP ends the run early.
 
+SRP's `done` completes a request on the files SRP's answer lists or, since its GET
+lists none, the files in the task's render folder (render_listing); a record `rendered`
+without that list is polled again until the folder lists them or its deadline passes.
+
 A record `rendered` (SRP said done) for longer than RENDERED_DEADLINE_SECONDS without
 every output file post-processed is re-driven once from the renders bucket (its missing
 files processed here, as postprocess_render would); still `rendered` at a later run, it
@@ -23,6 +27,7 @@ from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
 from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish, republish_pending
+from srp_bundle.render_listing import RenderFolder, trusted_output_files
 from srp_bundle.settings import Settings
 from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
@@ -36,6 +41,7 @@ from srp_bundle.task_state import (
     TaskRecord,
     is_terminal_status,
     missing_outputs,
+    state_for_status,
     utc_now,
 )
 from srp_bundle.task_store import TaskStore
@@ -59,10 +65,15 @@ class Reconciler:
         *,
         outbox_grace: timedelta = OUTBOX_GRACE,
         redrive_postprocessing: Callable[[TaskRecord], int] | None = None,
+        render_folder: RenderFolder | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        """`clock` gives the run's cutoffs; each lease the submitter takes reads its own."""
+        """`clock` gives the run's cutoffs; each lease the submitter takes reads its own.
+
+        `render_folder` lists a done task's files; without it only SRP's answer can.
+        """
         self.settings = settings
+        self.render_folder = render_folder
         self.clock = clock
         # Post-processes a record's missing output files again; None where the buckets
         # are not configured (the record then fails at its deadline without a re-drive).
@@ -118,7 +129,7 @@ class Reconciler:
     def _reconcile(self, record: TaskRecord) -> str:
         if record.task_id is None:
             return self._redrive(record)
-        if record.state == State.RENDERED:
+        if record.state == State.RENDERED and record.output_files:
             # SRP already said done: only post-processing can be missing.
             return self._rendered(record, self.clock())
         try:
@@ -134,16 +145,21 @@ class Reconciler:
                 received={"kind": "reconcile", "status": "not_found"},
             )
             return "failed"
-        # GET does not list output files (a render may be a PNG, a video, a sound, a model):
-        # without them, the first file post-processed completes the request, unless SRP's
-        # done callback still brings the list (see task_state).
+        # The seed's GET does not list output files (a render may be a PNG, a video, a
+        # sound, a model): the task's render folder does. Without a list nothing completes.
+        files: tuple[str, ...] = ()
+        if state_for_status(task.status) == State.RENDERED:
+            files = trusted_output_files(task, self.render_folder)
         transition = apply_and_publish(
             self.store,
             self.publisher,
             record.request_id,
-            SrpStatusReported(record.task_id, task.status, (), source="reconcile"),
-            received={"kind": "reconcile", "status": task.status},
+            SrpStatusReported(record.task_id, task.status, files, source="reconcile"),
+            received={"kind": "reconcile", "status": task.status, "output_files": len(files)},
         )
+        if record.state == State.RENDERED == transition.record.state:
+            # Done without a list before: the deadline still applies.
+            return self._rendered(transition.record, self.clock())
         if self._never_finished(transition.record, task.status, self.clock()):
             return "failed"
         if not transition.changed:

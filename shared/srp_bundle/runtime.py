@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from google.cloud.storage import Client as StorageClient
 
     from srp_bundle.events import EventPublisher
+    from srp_bundle.render_listing import RenderFolder
     from srp_bundle.srp_client import SrpClient
     from srp_bundle.task_store import TaskStore
 
@@ -65,3 +66,17 @@ def srp_client(settings: Settings) -> SrpClient:
     from srp_bundle.srp_client import SrpClient
 
     return SrpClient.from_settings(settings)
+
+
+@functools.cache
+def render_folder(settings: Settings) -> RenderFolder | None:
+    """Lists tasks' render folders in RENDERS_BUCKET (the client made on first listing)."""
+    from srp_bundle.render_listing import RenderFolder
+
+    if not settings.renders_bucket_name:
+        return None
+    return RenderFolder(
+        functools.partial(storage_client, settings.project_id),
+        settings.renders_bucket_name,
+        settings.render_path_pattern,
+    )

@@ -34,6 +34,7 @@ MAX_SOURCE_BYTES = "MAX_SOURCE_BYTES"
 MAX_MEDIA_SECONDS = "MAX_MEDIA_SECONDS"
 MEDIA_TIMEOUT_SECONDS = "MEDIA_TIMEOUT_SECONDS"
 RENDERED_DEADLINE_SECONDS = "RENDERED_DEADLINE_SECONDS"
+WEBHOOK_SRP_LOOKUPS_PER_HOUR = "WEBHOOK_SRP_LOOKUPS_PER_HOUR"
 # Local development only: also accept http:// and loopback hosts in producer callback_urls.
 ALLOW_LOCAL_HTTP_CALLBACKS = "ALLOW_LOCAL_HTTP_CALLBACKS"
 # false: producer callback_urls are never passed to SRP (requests carrying them are
@@ -55,7 +56,16 @@ DEFAULT_RENDER_PATH_PATTERN = (
 # read this table, so a function and its deployment cannot drift apart.
 REQUIRED_BY_FUNCTION: Mapping[str, tuple[str, ...]] = {
     "submit_task": (GOOGLE_CLOUD_PROJECT, SRP_API_KEY, WEBHOOK_URL, WEBHOOK_SECRET, EVENTS_TOPIC),
-    "ingest_webhook": (GOOGLE_CLOUD_PROJECT, SRP_API_KEY, WEBHOOK_SECRET, EVENTS_TOPIC),
+    # WEBHOOK_URL: an echoed callback proves a task is ours only if it is our URL;
+    # RENDERS_BUCKET: a done request's files are listed from the task's folder.
+    "ingest_webhook": (
+        GOOGLE_CLOUD_PROJECT,
+        SRP_API_KEY,
+        WEBHOOK_URL,
+        WEBHOOK_SECRET,
+        EVENTS_TOPIC,
+        RENDERS_BUCKET,
+    ),
     "postprocess_render": (GOOGLE_CLOUD_PROJECT, RENDERS_BUCKET, DERIVATIVES_BUCKET, EVENTS_TOPIC),
     "reconcile_tasks": (
         GOOGLE_CLOUD_PROJECT,
@@ -118,6 +128,8 @@ class Settings:
     rendered_deadline_seconds: int = 3600
     allow_local_http_callbacks: bool = False
     forward_producer_callbacks: bool = True
+    # SRP look-ups the webhook makes for one request per hour (beyond: 429 to the caller).
+    webhook_srp_lookups_per_hour: int = 30
 
     def require(self, value: str | None, variable: str) -> str:
         """Return a value that the caller cannot work without, naming the variable if unset."""
@@ -222,6 +234,7 @@ def load_settings(
         rendered_deadline_seconds=_positive_int(env, RENDERED_DEADLINE_SECONDS, 3600),
         allow_local_http_callbacks=_boolean(env, ALLOW_LOCAL_HTTP_CALLBACKS, False),
         forward_producer_callbacks=_boolean(env, FORWARD_PRODUCER_CALLBACKS, True),
+        webhook_srp_lookups_per_hour=_positive_int(env, WEBHOOK_SRP_LOOKUPS_PER_HOUR, 30),
     )
 
 

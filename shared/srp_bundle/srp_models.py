@@ -192,6 +192,8 @@ class SrpTask:
     created_by: SrpUser | None = None
     tags: tuple[str, ...] = ()
     jobs: tuple[int, ...] = ()
+    # The task's files, if SRP's answer lists them (the seed's GET does not).
+    output_files: tuple[str, ...] | None = None
     extra: JsonObject = field(default_factory=dict)
 
 
@@ -227,6 +229,7 @@ def parse_task(payload: object) -> SrpTask:
     collection = fields.optional_object("collection")
     options = fields.optional_object("options")
     created_by = fields.optional_object("created_by")
+    output_files = fields.get("output_files")
     return SrpTask(
         id=fields.required_text("id"),
         status=fields.required_text("status"),
@@ -238,6 +241,7 @@ def parse_task(payload: object) -> SrpTask:
         created_by=None if created_by is None else _parse_user(created_by, "task.created_by"),
         tags=fields.text_list("tags"),
         jobs=fields.integer_list("jobs"),
+        output_files=None if output_files is None else fields.text_list("output_files"),
         extra=fields.unknown(),
     )
 

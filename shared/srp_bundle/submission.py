@@ -21,7 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from srp_bundle.callback_auth import our_callback
+from srp_bundle.callback_auth import CallbackSigner, new_callback_nonce
 from srp_bundle.callback_policy import CallbackPolicy, check_producer_callbacks
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
 from srp_bundle.events import EventPublisher
@@ -128,7 +128,7 @@ class Submitter:
             )
             if claim.lease != LeaseVerdict.TAKEN:
                 return self._declined(claim)
-            return self._post(request, attempt)
+            return self._post(request, attempt, claim.record)
 
     def resubmit(self, record: TaskRecord) -> SubmissionResult:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
@@ -152,7 +152,7 @@ class Submitter:
         except CallbackRefusedError as error:
             self._release(request.request_id, attempt, error, ambiguous=False)  # nothing sent
             return self._fail_request(request.request_id, error.code, str(error))
-        return self._post(request, attempt)
+        return self._post(request, attempt, claim.record)
 
     # ---- steps ------------------------------------------------------------------------
 
@@ -173,6 +173,8 @@ class Submitter:
                 lease_seconds=self.lease_seconds,
                 ambiguous_wait_seconds=self.settings.ambiguous_submit_wait_seconds,
                 expired_reason=expired,
+                # A record older than nonces gets one now: from this POST on, tokens are v2.
+                fresh_nonce=new_callback_nonce(),
             ),
             create=_new_record(request, now, digest),
             log_if_created=[{"kind": "received", "request": _request_log(request)}],
@@ -183,10 +185,19 @@ class Submitter:
         publish_transition(self.store, self.publisher, request.request_id, transition.events)
         return transition
 
-    def _post(self, request: RenderRequest, attempt: str) -> SubmissionResult:
+    def _post(
+        self, request: RenderRequest, attempt: str, record: TaskRecord | None
+    ) -> SubmissionResult:
         webhook_url = self.settings.require(self.settings.webhook_url, "WEBHOOK_URL")
-        secret = self.settings.require(self.settings.webhook_secret, "WEBHOOK_SECRET")
-        callbacks = (our_callback(webhook_url, secret, request.request_id), *request.callback_urls)
+        self.settings.require(self.settings.webhook_secret, "WEBHOOK_SECRET")
+        # The claim drew the record's nonce before this POST (so a callback can be checked).
+        nonce = record.callback_nonce if record is not None else None
+        if nonce is None:
+            raise SubmissionDeferredError(f"{request.request_id}: the record has no callback nonce")
+        ours = CallbackSigner.from_settings(self.settings).callback(
+            webhook_url, request.request_id, nonce
+        )
+        callbacks = (ours, *request.callback_urls)
         try:
             task = self.srp.submit_task(
                 request.collection_id,
@@ -332,6 +343,7 @@ def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> Ta
         retry_of=request.retry_of,
         created_at=now,
         updated_at=now,
+        callback_nonce=new_callback_nonce(),
     )
 
 

@@ -10,7 +10,9 @@ means for the record, which events go out, and what the event log keeps.
 A record never moves backwards; `completed` and `failed` are final. `render.completed`
 goes out exactly once: on the transition into `completed`, which needs both SRP's
 `done` and every file of its `output_files` post-processed (or described), in whichever
-order the callback and the storage events arrive.
+order the callback and the storage events arrive. The jobs pass only a trusted list
+(SRP's answer or the task's render folder, see render_listing); without one, nothing
+completes.
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ class TaskRecord:
     # sha256 of the Pub/Sub message data that created the record: a dead-lettered copy of
     # a message without request_id comes with a new message id and finds its record by this.
     message_digest: str | None = None
+    # Bound into this request's callback tokens (callback_auth); drawn before the first
+    # POST, replaced to revoke them. None on records older than nonces (v1 tokens).
+    callback_nonce: str | None = None
 
     @property
     def input_data(self) -> dict[str, Any]:
@@ -264,6 +269,8 @@ class LeaseRequested:
     lease_seconds: float
     ambiguous_wait_seconds: float
     expired_reason: str | None = None
+    # The callback nonce a record without one gets with the lease (records made before nonces).
+    fresh_nonce: str | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +298,13 @@ class PostprocessRedriven:
 
 
 @dataclass(frozen=True)
+class CallbackTokensRevoked:
+    """Every callback token issued for the request stops working: the record gets `nonce`."""
+
+    nonce: str
+
+
+@dataclass(frozen=True)
 class NoNews:
     """Reconcile looked at a record and learned nothing: it goes to the back of the queue."""
 
@@ -305,6 +319,7 @@ Change = (
     | LeaseReleased
     | SubmitOutcomeUnknown
     | PostprocessRedriven
+    | CallbackTokensRevoked
     | NoNews
 )
 
@@ -359,6 +374,10 @@ def advance(record: TaskRecord, change: Change, now: datetime | None = None) -> 
         _release_lease(transition, change, now)
     elif isinstance(change, PostprocessRedriven):
         _mark_redriven(transition, now)
+    elif isinstance(change, CallbackTokensRevoked):
+        current.callback_nonce = change.nonce
+        transition.changed = True
+        transition.log.append(_log_entry("callback_tokens_revoked", now))
     elif isinstance(change, NoNews):
         transition.changed = not current.is_terminal  # only the record's updated_at moves
     else:
@@ -422,10 +441,13 @@ def _apply_status(transition: Transition, change: SrpStatusReported, now: dateti
         _fail(transition, "srp_render_failed", reason, now)
         return
     if target == State.RENDERED == record.state and change.output_files and not record.output_files:
-        # Reconcile saw `done` without the file list; SRP's callback brings it now.
+        # `done` came without a file list (an empty folder, or a record older than
+        # trusted lists); a later look at SRP or the bucket brings it now.
         record.output_files = list(change.output_files)
         transition.changed = True
         _choose_render_path(record)
+        if all_outputs_handled(record):
+            _move(transition, State.COMPLETED, now)
         return
     if _RANK[target] < _RANK[record.state] or (
         _RANK[target] == _RANK[record.state] and record.status == change.status
@@ -481,11 +503,13 @@ def _apply_derivatives(transition: Transition, change: DerivativesReady, now: da
 
 
 def all_outputs_handled(record: TaskRecord) -> bool:
-    """Every file in `output_files` is post-processed; without the list, at least one file."""
+    """Every file in `output_files` is post-processed; never without the list.
+
+    The list comes from SRP or the task's render folder (never from a callback body), so
+    without it nothing says which files a complete render has.
+    """
     handled = {f.get("path") for f in record.files}
-    if record.output_files:
-        return all(path in handled for path in record.output_files)
-    return bool(handled)
+    return bool(record.output_files) and all(path in handled for path in record.output_files)
 
 
 def missing_outputs(record: TaskRecord) -> list[str]:
@@ -529,6 +553,8 @@ def _take_lease(transition: Transition, change: LeaseRequested, now: datetime) -
         transition.lease = LeaseVerdict.AWAITING_SRP
     else:
         transition.lease = LeaseVerdict.TAKEN
+        if record.callback_nonce is None:
+            record.callback_nonce = change.fresh_nonce
         record.lease_owner = change.attempt
         record.lease_expires_at = now + timedelta(seconds=change.lease_seconds)
         record.submit_attempts += 1

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from srp_bundle.callback_auth import TOKEN_HEADER, callback_token
+from srp_bundle.callback_auth import TOKEN_HEADER, new_callback_nonce
 from srp_bundle.task_state import TaskRecord, TaskSubmitted
 
-from conftest import SAMPLE_COLLECTION_ID, WEBHOOK_SECRET, Pipeline
+from conftest import SAMPLE_COLLECTION_ID, Pipeline
 
 
 def srp_posts_for(pipeline: Pipeline, request_id: str) -> int:
@@ -52,9 +52,23 @@ def submitted_record(pipeline: Pipeline, task_id: str | None = None) -> tuple[st
     """A record as submit_task leaves it: submitted, with SRP's task id."""
     request_id = f"req-{uuid.uuid4().hex[:12]}"
     task_id = task_id or str(uuid.uuid4())
-    pipeline.store.create(TaskRecord(request_id=request_id, collection_id=SAMPLE_COLLECTION_ID))
+    pipeline.store.create(
+        TaskRecord(
+            request_id=request_id,
+            collection_id=SAMPLE_COLLECTION_ID,
+            callback_nonce=new_callback_nonce(),  # drawn before the POST, as submit_task does
+        )
+    )
     pipeline.apply(request_id, TaskSubmitted(task_id, "new"))
     return request_id, task_id
+
+
+def srp_wrote_render(pipeline: Pipeline, task_id: str) -> str:
+    """Write the task's render where SRP does before saying done; returns its path."""
+    path = f"render/demo_collection/{task_id}/render.png"
+    blob = pipeline.storage.bucket(pipeline.renders_bucket).blob(path)
+    blob.upload_from_string(b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    return path
 
 
 def callback_body(status: str, task_id: str, **extra: Any) -> dict[str, Any]:
@@ -70,7 +84,7 @@ def post_callback(pipeline: Pipeline, url: str, request_id: str, body: Any, **kw
     headers = {"Content-Type": "application/json"}
     token = kwargs.get("token", "auto")
     if token == "auto":
-        token = callback_token(WEBHOOK_SECRET, request_id)
+        token = pipeline.callback_token(request_id)
     if token is not None:
         headers[TOKEN_HEADER] = token
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -89,6 +103,8 @@ def callback_burst(pipeline: Pipeline, tasks: int = 50, per_task: int = 4) -> di
     """
     webhook = pipeline.function("ingest_webhook", CONFIRM_TERMINAL_STATUS="false")
     records = [submitted_record(pipeline) for _ in range(tasks)]
+    for _, task_id in records:
+        srp_wrote_render(pipeline, task_id)  # a done request's files come from its folder
     calls = [
         (request_id, callback_body(status, task_id))
         for request_id, task_id in records

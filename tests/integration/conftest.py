@@ -28,6 +28,12 @@ from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
 from local_stack.srp_emulator import SrpEmulatorProcess
 from local_stack.terraform_exemptions import terraform_index_exemptions
+from srp_bundle.callback_auth import (
+    CallbackSigner,
+    deployment_scope,
+    legacy_callback_token,
+    new_callback_nonce,
+)
 from srp_bundle.events import EventPublisher
 from srp_bundle.outbox import apply_and_publish
 from srp_bundle.task_state import Change, TaskRecord, Transition, utc_now
@@ -210,6 +216,15 @@ class Pipeline:
     def unpublished_events(self, request_id: str) -> list[dict[str, Any]]:
         """Events decided for the request whose publication was never confirmed."""
         return self.store.pending_events(utc_now() + timedelta(days=1), 100, request_id)
+
+    def callback_token(self, request_id: str, secret: str = WEBHOOK_SECRET) -> str:
+        """The token SRP would send for this request (v1 for a record without a nonce)."""
+        record = self.store.get(request_id)
+        nonce = record.callback_nonce if record is not None else new_callback_nonce()
+        if nonce is None:
+            return legacy_callback_token(secret, request_id)
+        scope = deployment_scope(self.project_id, self.tasks_collection)
+        return CallbackSigner(scope, (secret,)).token(request_id, nonce)
 
     def record(self, request_id: str) -> TaskRecord:
         """The task record, which must exist."""

@@ -69,13 +69,17 @@ class ScriptedSrp:
         self.before_post: Callable[[], None] | None = None
         self.get_status: dict[str, str] = {}
         self.created_at: dict[str, datetime] = {}
+        # What a GET answers as the task's `output_files` (the seed's GET lists none).
+        self.get_output_files: dict[str, list[str]] = {}
+        # Every task id a GET asked about, in order.
+        self.gets: list[str] = []
 
     def task_json(self, task_id: str) -> dict[str, Any]:
         """The task in the seed's GET shape."""
         body = self.tasks[task_id]
         options = body.get("render_options") or {}
         callbacks = options.get("callback_urls", [])
-        return {
+        answer = {
             "id": task_id,
             "collection": {
                 "name": self.collection_name,
@@ -99,6 +103,9 @@ class ScriptedSrp:
             "tags": [],
             "jobs": [],
         }
+        if task_id in self.get_output_files:
+            answer["output_files"] = self.get_output_files[task_id]
+        return answer
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer one request of the SrpClient."""
@@ -106,6 +113,7 @@ class ScriptedSrp:
             return httpx.Response(401, json={"detail": "Invalid API key."})
         if request.method == "GET":
             task_id = request.url.params.get("id", "")
+            self.gets.append(task_id)
             if task_id not in self.tasks:
                 return httpx.Response(404, json={"detail": "Not found."})
             return httpx.Response(200, json=self.task_json(task_id))

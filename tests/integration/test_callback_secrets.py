@@ -18,7 +18,6 @@ import httpx
 import pytest
 from scripted_srp import ScriptedSrp
 
-from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.cli import main
 from srp_bundle.cli._retry import plan_retries
@@ -30,8 +29,6 @@ from srp_bundle.submission import Outcome, Submitter
 from srp_bundle.task_state import State, TaskRecord
 from srp_bundle.task_store import SECRETS_SUFFIX
 from srp_bundle.trigger_events import PubsubMessage
-
-from conftest import WEBHOOK_SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +65,8 @@ def submitter_for(pipeline: Any, srp: ScriptedSrp) -> Submitter:
     return Submitter(settings, pipeline.store, srp.client(), pipeline.events_publisher)
 
 
-def our_token(request_id: str) -> str:
-    return callback_token(WEBHOOK_SECRET, request_id)
+def our_token(pipeline: Any, request_id: str) -> str:
+    return pipeline.callback_token(request_id)
 
 
 def exposed(pipeline: Any, request_id: str) -> str:
@@ -80,8 +77,8 @@ def exposed(pipeline: Any, request_id: str) -> str:
     return json.dumps([record, log, events], default=str)
 
 
-def assert_no_secret(text: str, request_id: str) -> None:
-    assert our_token(request_id) not in text
+def assert_no_secret(pipeline: Any, text: str, request_id: str) -> None:
+    assert our_token(pipeline, request_id) not in text
     for value in PRODUCER_VALUES:
         assert value not in text
 
@@ -102,8 +99,8 @@ def test_an_srp_refusal_quoting_the_request_puts_no_secret_in_record_events_or_l
     assert "callback_urls rejected" in record.error["message"]  # SRP's words are kept
     assert REDACTED in record.error["message"]
     pipeline.events.wait_for(request["request_id"], "task.failed")
-    assert_no_secret(exposed(pipeline, request["request_id"]), request["request_id"])
-    assert_no_secret(caplog.text, request["request_id"])
+    assert_no_secret(pipeline, exposed(pipeline, request["request_id"]), request["request_id"])
+    assert_no_secret(pipeline, caplog.text, request["request_id"])
 
 
 def test_producer_header_values_are_kept_apart_from_the_record_and_still_sent(
@@ -123,7 +120,7 @@ def test_producer_header_values_are_kept_apart_from_the_record_and_still_sent(
         "https://plain.studio.io/cb",
     ]
     pipeline.events.wait_for(request["request_id"], "task.submitted")
-    assert_no_secret(exposed(pipeline, request["request_id"]), request["request_id"])
+    assert_no_secret(pipeline, exposed(pipeline, request["request_id"]), request["request_id"])
     secrets = pipeline.firestore.collection(pipeline.tasks_collection + SECRETS_SUFFIX)
     kept = secrets.document(request["request_id"]).get().to_dict()
     assert kept["callback_urls"] == request["callback_urls"]
@@ -133,7 +130,7 @@ def test_producer_header_values_are_kept_apart_from_the_record_and_still_sent(
     )
     shown = capsys.readouterr().out
     assert code == 0 and request["request_id"] in shown
-    assert_no_secret(shown, request["request_id"])
+    assert_no_secret(pipeline, shown, request["request_id"])
 
 
 def test_reconciles_redrive_of_a_stuck_request_sends_the_producers_header_values(
@@ -199,7 +196,7 @@ def test_a_retry_after_the_split_still_sends_the_producers_header_values(
     assert result.record.retry_of == request["request_id"]
     (posted,) = [json.loads(raw) for raw in srp.raw_posts]
     assert posted["render_options"]["callback_urls"][1] == PRODUCER_CALLBACK
-    assert_no_secret(exposed(pipeline, retry_id), retry_id)
+    assert_no_secret(pipeline, exposed(pipeline, retry_id), retry_id)
 
 
 def test_a_failed_callbacks_reason_quoting_secrets_is_redacted_everywhere(
@@ -215,13 +212,12 @@ def test_a_failed_callbacks_reason_quoting_secrets_is_redacted_everywhere(
     settings = load_settings("ingest_webhook", pipeline.env())
     client = srp.client()
     ingestor = CallbackIngestor(settings, pipeline.store, lambda: client, pipeline.events_publisher)
-    reason = (
-        f"render failed; options were {json.dumps(PRODUCER_CALLBACK)} and {our_token(request_id)}"
-    )
+    token = our_token(pipeline, request_id)
+    reason = f"render failed; options were {json.dumps(PRODUCER_CALLBACK)} and {token}"
     body = {"status": "failed", "task_id": task_id, "timestamp": "2026-12-04T00:00:00Z"}
 
     reply = ingestor.ingest(
-        "POST", request_id, our_token(request_id), json.dumps({**body, "reason": reason}).encode()
+        "POST", request_id, token, json.dumps({**body, "reason": reason}).encode()
     )
 
     assert reply.status_code == 200
@@ -229,7 +225,7 @@ def test_a_failed_callbacks_reason_quoting_secrets_is_redacted_everywhere(
     assert record.state == State.FAILED and record.error is not None
     assert record.error["message"].startswith("render failed; options were")
     pipeline.events.wait_for(request_id, "task.failed")
-    assert_no_secret(exposed(pipeline, request_id), request_id)
+    assert_no_secret(pipeline, exposed(pipeline, request_id), request_id)
 
 
 def test_the_cli_retry_checks_callbacks_with_the_local_development_setting(

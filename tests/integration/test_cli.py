@@ -23,13 +23,14 @@ from google.cloud import pubsub_v1
 
 from local_stack.functions import FunctionProcess
 from local_stack.processes import free_port
+from srp_bundle.callback_auth import CallbackSigner, deployment_scope
 from srp_bundle.cli import main
 from srp_bundle.cli._console import Progress
 from srp_bundle.derivatives import sniff_image_format
 from srp_bundle.task_state import State, TaskRecord
 from srp_bundle.task_store import TaskStore
 
-from conftest import SAMPLE_COLLECTION_ID, SEED_INPUT, Pipeline
+from conftest import SAMPLE_COLLECTION_ID, SEED_INPUT, WEBHOOK_SECRET, Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -503,3 +504,29 @@ def _image_sources(page: str) -> list[tuple[str, str]]:
     parser = _Images()
     parser.feed(page)
     return parser.images
+
+
+# ---- revoke-tokens ----------------------------------------------------------------------
+
+
+def test_revoke_tokens_replaces_the_nonce_so_old_tokens_are_refused(
+    cli, capsys, unique_name
+) -> None:
+    request_id = unique_name("leaked")
+    nonce = "0123456789abcdef0123456789abcdef"
+    cli.store.create(
+        TaskRecord(request_id=request_id, collection_id=SAMPLE_COLLECTION_ID, callback_nonce=nonce)
+    )
+    signer = CallbackSigner(
+        deployment_scope(cli.pipeline.project_id, cli.tasks_collection), (WEBHOOK_SECRET,)
+    )
+    leaked = signer.token(request_id, nonce)
+
+    code, out, _ = run(capsys, "revoke-tokens", request_id, "no-such-request")
+
+    assert code == 1  # one request had no record
+    assert f"{request_id}: callback tokens revoked" in out
+    assert "no-such-request: no such record" in out
+    record = cli.store.get(request_id)
+    assert record is not None and record.callback_nonce not in (None, nonce)
+    assert not signer.is_valid(leaked, request_id, record.callback_nonce)

@@ -19,7 +19,6 @@ from google.cloud import firestore, pubsub_v1
 from scripted_srp import ScriptedSrp
 
 from local_stack.terraform_exemptions import terraform_index_exemptions
-from srp_bundle.callback_auth import callback_token
 from srp_bundle.callbacks import CallbackIngestor
 from srp_bundle.dead_letters import record_dead_letter
 from srp_bundle.errors import SrpConnectionError, SrpRateLimitedError, SrpServerError
@@ -39,8 +38,6 @@ from srp_bundle.task_state import (
 )
 from srp_bundle.task_store import TaskStore
 from srp_bundle.trigger_events import PubsubMessage, StorageObject
-
-from conftest import WEBHOOK_SECRET
 
 TIMESTAMP = "2026-11-30T12:00:00.000Z"
 
@@ -181,7 +178,9 @@ def call_back(ingestor: CallbackIngestor, request_id: str, status: str, task_id:
     body: dict[str, Any] = {"status": status, "task_id": task_id, "timestamp": TIMESTAMP}
     if status == "done":
         body["output_files"] = [f"render/sample/{task_id}/render.png"]
-    token = callback_token(WEBHOOK_SECRET, request_id)
+    record = ingestor.store.get(request_id)
+    assert record is not None and record.callback_nonce is not None
+    token = ingestor.signer.token(request_id, record.callback_nonce)
     return ingestor.ingest("POST", request_id, token, json.dumps(body).encode())
 
 
@@ -599,7 +598,7 @@ def test_the_event_log_is_capped_and_the_record_keeps_working(pipeline, render_r
     assert result.record is not None and result.record.task_id is not None
     task_id = result.record.task_id
     ingestor = ingestor_for(pipeline, srp, CONFIRM_TERMINAL_STATUS="false")
-    token = callback_token(WEBHOOK_SECRET, request["request_id"])
+    token = pipeline.callback_token(request["request_id"])
 
     for number in range(MAX_LIST_ENTRIES + 10):  # distinct bodies: each is a new log entry
         body = {"status": "in_progress", "task_id": task_id, "timestamp": TIMESTAMP, "n": number}
@@ -685,7 +684,7 @@ def test_a_callback_with_long_text_is_logged_under_terraforms_index_exemption(
             "timestamp": TIMESTAMP,
             "log": "frame rendered; " * 500,  # 8,000 characters SRP may add
         }
-        token = callback_token(WEBHOOK_SECRET, request["request_id"])
+        token = pipeline.callback_token(request["request_id"])
 
         reply = ingestor_for(pipeline, srp).ingest(
             "POST", request["request_id"], token, json.dumps(body).encode()

@@ -27,12 +27,12 @@ from functions_framework import create_app
 from PIL import Image
 
 from local_stack.emulators import scoped_environment
-from srp_bundle.callback_auth import TOKEN_HEADER, callback_token
+from srp_bundle.callback_auth import TOKEN_HEADER
 from srp_bundle.errors import ConfigurationError
 from srp_bundle.task_state import State
 
 from concurrency_scenarios import callback_body, srp_posts_for, submitted_record
-from conftest import WEBHOOK_SECRET, Pipeline
+from conftest import Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def test_submit_task_raises_for_an_srp_outage_so_pubsub_retries(
 ) -> None:
     submit = app("submit_task")
     request = render_request()
-    pipeline.srp.control.set_faults(http_fault_methods=["POST"], error_5xx_rate=1.0)
+    pipeline.srp.control.set_faults(srp_post_error_rate=1.0)
 
     response = send(submit, pubsub_cloud_event(pipeline, request))
 
@@ -147,7 +147,7 @@ def test_ingest_webhook_refuses_a_wrong_token_and_takes_a_right_one(
     assert wrong.status_code == 401
     assert pipeline.record(request_id).state == State.SUBMITTED
 
-    token = callback_token(WEBHOOK_SECRET, request_id)
+    token = pipeline.callback_token(request_id)
     right = webhook.post(url, data=body, headers={TOKEN_HEADER: token})
     assert right.status_code == 200, right.get_data(as_text=True)
     assert right.get_json()["state"] == State.RENDERING

@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from srp_bundle.callback_auth import TOKEN_HEADER, callback_token
+from srp_bundle.callback_auth import TOKEN_HEADER
 from srp_bundle.task_state import State, TaskRecord, utc_now
 
 from concurrency_scenarios import callback_body, srp_posts_for, submitted_record
-from conftest import WEBHOOK_SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +66,7 @@ def test_a_body_nested_deep_enough_for_a_recursion_error_is_a_400(pipeline) -> N
     depth = 30_000  # 60 KB, under the size cap; json.loads raises RecursionError on it
     body = json.dumps(callback_body("in_progress", task_id))[:-1].encode()
     body += b', "deep": ' + b"[" * depth + b"]" * depth + b"}"
-    token = callback_token(WEBHOOK_SECRET, request_id).encode()
+    token = pipeline.callback_token(request_id).encode()
 
     response = _post_raw(pipeline, request_id, body, token)
 
@@ -85,7 +84,7 @@ ESCAPED_QUOTES = b'"\\' * 30_000
 def test_a_body_of_escaped_quotes_is_a_prompt_400(pipeline) -> None:
     request_id, _ = submitted_record(pipeline)
     before = _snapshot(pipeline, request_id)
-    token = callback_token(WEBHOOK_SECRET, request_id).encode()
+    token = pipeline.callback_token(request_id).encode()
 
     response = _post_raw(pipeline, request_id, ESCAPED_QUOTES, token)
 
@@ -144,7 +143,7 @@ def test_output_files_outside_the_task_folder_grammar_are_a_400(pipeline, templa
     request_id, task_id = submitted_record(pipeline)
     before = _snapshot(pipeline, request_id)
     body = callback_body("done", task_id, output_files=[template.format(task=task_id)])
-    token = callback_token(WEBHOOK_SECRET, request_id).encode()
+    token = pipeline.callback_token(request_id).encode()
 
     response = _post_raw(pipeline, request_id, json.dumps(body).encode(), token)
 

@@ -30,3 +30,15 @@ def test_a_crossed_callback_never_adopts_a_task_srp_does_not_show_as_this_reques
     }
     result = Simulation(31, 8, faults=faults).run()
     assert result.violation is None, f"{result.violation}\n{result.trace[-4000:]}"
+
+
+def test_a_slow_duplicate_run_never_rewrites_derivatives_a_newer_generation_removed() -> None:
+    # Seed 794 of the CI seeds once the webhook lists render folders: a duplicate finalize
+    # of generation 1 was still processing when generation 2 completed the request and its
+    # clean-up deleted generation 1's derivatives; the slow run then wrote them again.
+    # Without the re-check in RenderPostprocessor._record this seed ends with
+    # "5-derivatives: derivatives/.../g1700000000001608/512.webp written twice".
+    from sim.ci import REQUESTS_PER_SEED, ci_faults
+
+    result = Simulation(794, REQUESTS_PER_SEED, faults=ci_faults(794)).run()
+    assert result.violation is None, f"{result.violation}\n{result.trace[-4000:]}"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from srp_bundle.callback_auth import TOKEN_HEADER, our_callback
+from srp_bundle.callback_auth import TOKEN_HEADER, CallbackSigner, deployment_scope
 from srp_bundle.errors import SrpError, SrpServerError, SrpValidationError
 from srp_bundle.redaction import REDACTED, header_values, redact, redact_json
 from srp_bundle.srp_client import CallbackTarget, RetryPolicy, SrpClient
@@ -23,7 +23,9 @@ API_KEY = "sk-test-7f3a9c1e5b2d4f60a8e1"
 COLLECTION_ID = "3f0e5b5c-8d44-4a6a-9a53-0c1f8f2f4b11"
 SECRET = "webhook-secret-0123456789"
 PRODUCER_CREDENTIAL = "Bearer studio-credential-4711"
-OURS = our_callback("https://hooks.example.com/ingest", SECRET, "req-1")
+OURS = CallbackSigner(deployment_scope("p", "srp_tasks"), (SECRET,)).callback(
+    "https://hooks.example.com/ingest", "req-1", "0" * 32
+)
 TOKEN = (OURS.headers or {})[TOKEN_HEADER]
 PRODUCERS = CallbackTarget(
     url="https://hooks.studio.io/cb", method="post", headers={"Authorization": PRODUCER_CREDENTIAL}

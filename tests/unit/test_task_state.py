@@ -71,7 +71,9 @@ def test_happy_path_moves_forward_and_completes_once() -> None:
 
 
 def test_derivatives_before_done_complete_on_done() -> None:
-    record, events = _run([TaskSubmitted(TASK), DERIVATIVES, SrpStatusReported(TASK, "done")])
+    record, events = _run(
+        [TaskSubmitted(TASK), DERIVATIVES, SrpStatusReported(TASK, "done", (RENDER,))]
+    )
     assert record.state == State.COMPLETED
     assert events.count("render.completed") == 1
 
@@ -106,7 +108,7 @@ def test_failed_is_final() -> None:
 
 
 def test_completed_is_final_even_for_a_failure() -> None:
-    record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done"), DERIVATIVES])
+    record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done", (RENDER,)), DERIVATIVES])
     transition = advance(record, TaskFailed("late", "too late"))
     assert not transition.changed
     assert transition.record.state == State.COMPLETED
@@ -131,7 +133,7 @@ def test_a_callback_attaches_the_task_when_the_post_answer_was_lost() -> None:
 
 
 def test_a_newer_generation_replaces_derivatives_without_a_second_completion() -> None:
-    record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done"), DERIVATIVES])
+    record, _ = _run([TaskSubmitted(TASK), SrpStatusReported(TASK, "done", (RENDER,)), DERIVATIVES])
     newer = DerivativesReady(RENDER, 2, ({"path": "d/g2/512.webp", "source": RENDER},))
     transition = advance(record, newer)
     assert transition.record.derivatives == [{"path": "d/g2/512.webp", "source": RENDER}]
@@ -270,6 +272,20 @@ def test_a_done_callback_after_reconcile_brings_the_file_list() -> None:
 
     record = advance(record, VIDEO_READY).record
     assert record.state == State.COMPLETED
+
+
+def test_done_without_a_file_list_never_completes_on_the_first_file() -> None:
+    # Fails without the fix: a poll's done (no list) completed on whichever file came first.
+    record, events = _run(
+        [TaskSubmitted(TASK), SrpStatusReported(TASK, "done", (), source="reconcile"), DERIVATIVES]
+    )
+    assert record.state == State.RENDERED
+    assert "render.completed" not in events
+
+    # The trusted list arrives later (a poll that lists the folder): it completes now.
+    transition = advance(record, SrpStatusReported(TASK, "done", (RENDER,), source="reconcile"))
+    assert transition.record.state == State.COMPLETED
+    assert [e["type"] for e in transition.events] == ["render.completed"]
 
 
 def test_a_dead_letter_fails_only_a_request_srp_has_no_task_for() -> None:

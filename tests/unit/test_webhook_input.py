@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from srp_bundle.callback_auth import callback_token, token_is_valid
+from srp_bundle.callback_auth import CallbackSigner, legacy_callback_token
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.events import PublishOutcome
 from srp_bundle.json_limits import nesting_depth, parse_json
@@ -18,6 +18,8 @@ from srp_bundle.srp_models import SrpCollection, SrpTask
 from srp_bundle.task_state import State, TaskRecord, Transition, advance
 
 SECRET = "s3cret-s3cret-s3cret"
+SIGNER = CallbackSigner("scope", (SECRET, None))
+NONCE = "0" * 32
 TASK = "0b7e4a53-4bd5-4f2e-9a49-1c6c3a8f0d11"
 GOOD = f"render/demo_collection/{TASK}/render.png"
 
@@ -27,10 +29,13 @@ GOOD = f"render/demo_collection/{TASK}/render.png"
     [
         "v1." + "é" * 64,  # non-ASCII: hmac.compare_digest raises TypeError on it
         "v1.é",
-        "\u00e9" + callback_token(SECRET, "r")[1:],
-        callback_token(SECRET, "r") + "\n",
-        callback_token(SECRET, "r").upper(),
+        "\u00e9" + legacy_callback_token(SECRET, "r")[1:],
+        legacy_callback_token(SECRET, "r") + "\n",
+        legacy_callback_token(SECRET, "r").upper(),
+        "\u00e9" + SIGNER.token("r", NONCE)[1:],
+        SIGNER.token("r", NONCE).upper(),
         "v2." + "0" * 64,
+        "v3." + "0" * 64,
         "v1." + "0" * 63,
         "v1." + "0" * 65,
         "\x00" * 67,
@@ -38,13 +43,16 @@ GOOD = f"render/demo_collection/{TASK}/render.png"
     ],
 )
 def test_every_malformed_token_is_simply_invalid(token: str) -> None:
-    assert token_is_valid(token, "r", (SECRET, None)) is False
+    assert SIGNER.is_valid(token, "r", None) is False
+    assert SIGNER.is_valid(token, "r", NONCE) is False
 
 
 def test_a_hostile_request_id_never_breaks_the_check() -> None:
     for request_id in ("é", "\udcff", "a\x00b", "x" * 10_000):
-        assert not token_is_valid("v1." + "0" * 64, request_id, (SECRET, SECRET))
-    assert token_is_valid(callback_token(SECRET, "\udcff"), "\udcff", (SECRET, None))
+        assert not SIGNER.is_valid("v1." + "0" * 64, request_id, None)
+        assert not SIGNER.is_valid("v2." + "0" * 64, request_id, NONCE)
+    assert SIGNER.is_valid(legacy_callback_token(SECRET, "\udcff"), "\udcff", None)
+    assert SIGNER.is_valid(SIGNER.token("\udcff", NONCE), "\udcff", NONCE)
 
 
 def test_depth_is_measured_without_recursion_and_ignores_brackets_in_strings() -> None:

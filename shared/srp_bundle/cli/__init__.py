@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from srp_bundle.cli import _assets, _backfill, _export, _inspect, _retry, _submit
+from srp_bundle.cli import _assets, _backfill, _export, _inspect, _retry, _revoke, _submit
 from srp_bundle.cli._backend import CliError, add_connection_flags
 
 EXIT_OK = 0
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _retry.add_parser(commands, [connection])
     _backfill.add_parser(commands, [connection])
     _export.add_parser(commands, [connection])
+    _revoke.add_parser(commands, [connection])
     return parser
 
 

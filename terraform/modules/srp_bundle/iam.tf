@@ -199,6 +199,14 @@ resource "google_storage_bucket_iam_member" "postprocess_reads_renders" {
   member   = google_service_account.function[each.key].member
 }
 
+# ingest_webhook lists a done task's folder (the files a request completes on); read and
+# list on the renders bucket only.
+resource "google_storage_bucket_iam_member" "webhook_lists_renders" {
+  bucket = google_storage_bucket.renders.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.function["ingest_webhook"].member
+}
+
 # objectUser rather than objectCreator: a retried run overwrites the derivatives it made.
 resource "google_storage_bucket_iam_member" "postprocess_writes_derivatives" {
   for_each = toset(["postprocess_render", "reconcile_tasks"])

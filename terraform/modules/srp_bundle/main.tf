@@ -42,6 +42,10 @@ locals {
         SRP_API_URL             = var.srp_api_url
         SRP_TIMEOUT_SECONDS     = tostring(var.task_tuning.srp_timeout_seconds)
         CONFIRM_TERMINAL_STATUS = tostring(var.task_tuning.confirm_terminal_status)
+        # Its own URL: only an echoed callback to it (with our token) proves a task is ours.
+        WEBHOOK_URL = local.webhook_url
+        # A done request's files are listed from the task's folder, never taken from a body.
+        RENDERS_BUCKET = google_storage_bucket.renders.name
       }
       secret_environment = ["SRP_API_KEY", "WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"]
       # SRP cannot authenticate to Google, so the callback endpoint is public; the HMAC
