@@ -26,6 +26,7 @@ from typing import Any
 
 from srp_bundle import media
 from srp_bundle.derivatives import (
+    DEFAULT_MAX_ANIMATION_PIXELS,
     EncodedDerivative,
     animation_info,
     frame_count,
@@ -33,7 +34,7 @@ from srp_bundle.derivatives import (
     make_derivatives,
 )
 from srp_bundle.media import MediaKind, Sniffed
-from srp_bundle.media_budget import MediaBudget
+from srp_bundle.media_budget import DEFAULT_MEDIA_MEMORY_BYTES, MediaBudget
 from srp_bundle.settings import DerivativeSpec, Settings
 
 
@@ -52,8 +53,8 @@ class Limits:
     max_pixels: int
     max_media_seconds: int
     timeout_seconds: float
-    max_animation_pixels: int = 500_000_000
-    media_memory_bytes: int = 1024 * 1024 * 1024
+    max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS
+    media_memory_bytes: int = DEFAULT_MEDIA_MEMORY_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
