@@ -76,6 +76,53 @@ def video_from_frames(frames: list[bytes], *, fps: int = 10, container: str = "m
         )
 
 
+def video_that_grows(
+    *, first: tuple[int, int] = (64, 64), then: tuple[int, int] = (640, 480), seconds: float = 1.0
+) -> bytes:
+    """An MP4 whose H.264 stream changes frame size halfway (a new SPS in-band).
+
+    The container and ffprobe report only the first size; only a decoder sees the second.
+    """
+    with tempfile.TemporaryDirectory(prefix="srp-sample-") as folder:
+        segments = []
+        for number, (width, height) in enumerate((first, then)):
+            segment = Path(folder, f"part{number}.ts")
+            segment.write_bytes(
+                _ffmpeg(
+                    [
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        f"testsrc2=s={width}x{height}:r=10:d={seconds}",
+                        *VIDEO_CONTAINERS["mp4"][1],
+                        "-output_ts_offset",
+                        str(number * seconds),
+                    ],
+                    "mpegts",
+                )
+            )
+            segments.append(segment.read_bytes())
+        joined = Path(folder, "joined.ts")
+        joined.write_bytes(b"".join(segments))  # MPEG-TS segments concatenate byte-wise
+        return _ffmpeg(["-f", "mpegts", "-i", str(joined), "-c", "copy"], "mp4")
+
+
+def gif_bomb(*, width: int = 2000, height: int = 2000, frames: int = 1000) -> bytes:
+    """A tiny GIF with a `width` x `height` canvas and `frames` frames of one pixel each.
+
+    A few KiB on disk; a loader composites every frame on the whole canvas.
+    """
+    screen = struct.pack("<6sHHBBB", b"GIF89a", width, height, 0x80, 0, 0)  # 2-colour table
+    palette = b"\x00\x00\x00\xff\xff\xff"
+    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    frame = (
+        b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # graphic control: 0.1 s
+        + struct.pack("<cHHHHB", b",", 0, 0, 1, 1, 0)  # image descriptor: 1x1 at 0,0
+        + b"\x02\x02\x44\x01\x00"  # LZW min code size 2, one block: clear, 0, end
+    )
+    return screen + palette + loop + frame * frames + b";"
+
+
 def sound(container: str = "wav", *, seconds: float = 1.5, frequency: int = 440) -> bytes:
     """A stereo tone that swells and fades, so its waveform has a shape."""
     muxer, codec = AUDIO_CONTAINERS[container]

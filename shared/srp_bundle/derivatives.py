@@ -11,8 +11,11 @@ Safety, in this order, before any pixel is decoded:
   untrusted loaders blocked;
 - a PNG's IHDR chunk is parsed and CRC-checked by hand, other formats' headers are read
   by their loader; `width * height` above `max_pixels` is refused (decompression bombs);
-- `fail_on="error"` so a truncated or corrupt stream is an error instead of a grey image.
-An animated GIF or WebP gives its first frame to the stills.
+- `fail_on="error"` so a truncated or corrupt stream is an error instead of a grey image;
+- an animated GIF or WebP is refused when its frames together (pages x width x height,
+  from the header) exceed `max_animation_pixels`, before any frame is decoded.
+An animated GIF or WebP gives its first frame to the stills. With a `MediaBudget`, the
+decode and every encode are killed once the file's deadline passes (`media_timeout`).
 
 Memory: the source is read sequentially and shrunk, in one streaming pass, to the largest
 derivative; only that intermediate is kept in memory and the smaller derivatives are made
@@ -34,12 +37,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from srp_bundle.errors import CorruptImageError, NotPngError, TooManyPixelsError
+from srp_bundle.media_budget import MediaBudget
 from srp_bundle.settings import DerivativeSpec
 
 if TYPE_CHECKING:
     import pyvips
 
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_ANIMATION_PIXELS = 500_000_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 CONTENT_TYPES = {
@@ -177,6 +182,17 @@ def check_pixel_limit(width: int, height: int, max_pixels: int, what: str = "the
         )
 
 
+def check_animation_limit(
+    width: int, page_height: int, pages: int, max_pixels: int, what: str
+) -> None:
+    """Refuse an animation whose frames together hold more than `max_pixels` pixels."""
+    if width * page_height * pages > max_pixels:
+        raise TooManyPixelsError(
+            f"{what} has {pages} frames of {width}x{page_height} = "
+            f"{width * page_height * pages} pixels, above the limit of {max_pixels}"
+        )
+
+
 def make_derivatives(
     source: bytes | str | os.PathLike[str],
     specs: Sequence[DerivativeSpec],
@@ -184,6 +200,7 @@ def make_derivatives(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     parallel_encoders: int = 2,
     role: str = "thumbnail",
+    budget: MediaBudget | None = None,
 ) -> RenderDerivatives:
     """Decode an image (bytes or a file path) once and encode every derivative spec.
 
@@ -213,8 +230,10 @@ def make_derivatives(
         image = _to_8_bit(image)
         largest = max(spec.size for spec in specs)
         # The one decode: a streaming shrink to the largest derivative, kept in memory.
-        base = image.thumbnail_image(largest, height=largest, size="down").copy_memory()
+        shrunk = image.thumbnail_image(largest, height=largest, size="down")
+        base = _bounded(shrunk, budget).copy_memory()
     except vips.Error as error:
+        _raise_if_spent(budget, "decoding the image")
         raise CorruptImageError(
             f"the {source_format} image cannot be decoded: {_first_line(error)}"
         ) from error
@@ -224,8 +243,9 @@ def make_derivatives(
         if max(base.width, base.height) > spec.size:
             resized = base.thumbnail_image(spec.size, height=spec.size, size="down")
         try:
-            data = _ENCODERS[spec.image_format](resized)
+            data = _ENCODERS[spec.image_format](_bounded(resized, budget))
         except vips.Error as error:
+            _raise_if_spent(budget, f"encoding {spec.size}:{spec.image_format}")
             raise CorruptImageError(
                 f"encoding {spec.size}:{spec.image_format} failed: {_first_line(error)}"
             ) from error
@@ -255,8 +275,10 @@ def make_animated_preview(
     source: bytes | str | os.PathLike[str],
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS,
     size: int = PREVIEW_SIZE,
     max_frames: int = PREVIEW_MAX_FRAMES,
+    budget: MediaBudget | None = None,
 ) -> EncodedDerivative | None:
     """A looping animated WebP of an animated GIF or WebP, or None for a still image."""
     header = _head(source)
@@ -269,7 +291,11 @@ def make_animated_preview(
         pages = int(first.get("n-pages")) if "n-pages" in first.get_fields() else 1
         if pages < 2:
             return None
-        check_pixel_limit(first.width, first.height, max_pixels, f"the {source_format} image")
+        what = f"the animated {source_format} image"
+        check_pixel_limit(first.width, first.height, max_pixels, what)
+        # Every frame, not only those the preview keeps: the loader composites each frame
+        # on the full canvas, and the header alone says how many there are.
+        check_animation_limit(first.width, first.height, pages, max_animation_pixels, what)
         frames = min(pages, max_frames)
         animation = _load(vips, source, source_format, n=frames)
         page_height = first.height
@@ -279,8 +305,11 @@ def make_animated_preview(
         strip = animation.resize(scale, vscale=new_page_height * frames / animation.height)
         strip = _to_8_bit(strip).copy()
         strip.set_type(vips.GValue.gint_type, "page-height", new_page_height)
-        data = bytes(strip.webpsave_buffer(Q=PREVIEW_QUALITY, effort=ENCODER_EFFORT))
+        data = bytes(
+            _bounded(strip, budget).webpsave_buffer(Q=PREVIEW_QUALITY, effort=ENCODER_EFFORT)
+        )
     except vips.Error as error:
+        _raise_if_spent(budget, "making the animated preview")
         raise CorruptImageError(
             f"the animated {source_format} image cannot be decoded: {_first_line(error)}"
         ) from error
@@ -332,6 +361,16 @@ def _load(vips: Any, source: bytes | str | os.PathLike[str], image_format: str, 
     if isinstance(source, bytes):
         return getattr(vips.Image, f"{loader}_buffer")(source, **options)
     return getattr(vips.Image, loader)(os.fspath(source), **options)
+
+
+def _bounded(image: Any, budget: MediaBudget | None) -> Any:
+    return image if budget is None else budget.bound_vips(image)
+
+
+def _raise_if_spent(budget: MediaBudget | None, what: str) -> None:
+    """After a libvips error: MediaTimeoutError if the deadline killed it."""
+    if budget is not None:
+        budget.remaining(what)
 
 
 def _head(source: bytes | str | os.PathLike[str], size: int = 64) -> bytes:

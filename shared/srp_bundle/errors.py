@@ -177,9 +177,15 @@ class MediaTooLongError(ImageRejectedError):
 
 
 class MediaTimeoutError(ImageRejectedError):
-    """ffmpeg or ffprobe ran past MEDIA_TIMEOUT_SECONDS on this file (a crafted or huge input)."""
+    """The file's MEDIA_TIMEOUT_SECONDS budget ran out (a crafted or huge input)."""
 
     code = "media_timeout"
+
+
+class MediaResourceLimitError(ImageRejectedError):
+    """ffmpeg or ffprobe hit its address-space or CPU-time limit and was stopped."""
+
+    code = "media_resource_limit"
 
 
 class RenderPathRejectedError(ImageRejectedError):

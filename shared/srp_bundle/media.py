@@ -11,9 +11,17 @@ Safety of every ffmpeg/ffprobe run:
   so a file cannot pass itself off as a playlist or a concat list;
 - `-protocol_whitelist file,pipe` (inherited by anything the demuxer opens) and our own
   `file:` paths: a crafted file cannot make ffmpeg open a URL, and drefs stay off;
-- a timeout (`MEDIA_TIMEOUT_SECONDS`), after which the process is killed and the file
-  rejected as `media_timeout`;
+- one deadline per file (`MediaBudget`, MEDIA_TIMEOUT_SECONDS) shared by every run: each
+  run gets only the time left, after which it is killed and the file rejected as
+  `media_timeout`;
+- each run under RLIMIT_AS and RLIMIT_CPU (`media_budget.ChildLimits`): over either, it
+  is stopped and the file rejected as `media_resource_limit`;
+- `-threads TOOL_THREADS` for decoders, filters and encoders;
 - limits checked on the probe before anything is decoded: duration, pixels per frame;
+  and `-max_pixels` makes the decoder itself refuse any larger frame (a later stream or
+  a mid-stream size change the probe never saw), with `-xerror` so ffmpeg stops there
+  instead of skipping it; the file is rejected as `too_many_pixels`;
+- only the probed stream is decoded (`-map 0:v:0`);
 - outputs go to a pipe; the caller owns the one temporary directory and removes it.
 """
 
@@ -22,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -29,7 +38,16 @@ from enum import StrEnum
 from typing import Any
 
 from srp_bundle.derivatives import check_pixel_limit, mean_luma, sniff_image_format
-from srp_bundle.errors import CorruptMediaError, MediaTimeoutError, MediaTooLongError
+from srp_bundle.errors import (
+    CorruptMediaError,
+    InvalidMessageError,
+    MediaResourceLimitError,
+    MediaTimeoutError,
+    MediaTooLongError,
+    TooManyPixelsError,
+)
+from srp_bundle.json_limits import parse_json
+from srp_bundle.media_budget import TOOL_THREADS, ChildLimits, MediaBudget
 
 HEAD_BYTES = 4096
 FFMPEG = os.environ.get("SRP_FFMPEG", "ffmpeg")
@@ -38,6 +56,10 @@ FFPROBE = os.environ.get("SRP_FFPROBE", "ffprobe")
 _INPUT_SAFETY = ("-protocol_whitelist", "file,pipe")
 _QUIET = ("-hide_banner", "-loglevel", "error")
 _PNG_TO_PIPE = ("-f", "image2pipe", "-c:v", "png", "pipe:1")
+_THREADS = ("-threads", str(TOOL_THREADS))
+# What ffmpeg's image checks print when a frame is over `-max_pixels`.
+_OVER_MAX_PIXELS = "exceeds specified max pixel count"
+_OUT_OF_MEMORY = ("cannot allocate memory", "failed to map segment", "out of memory", "bad_alloc")
 # A frame this dark (mean luma, 0..255) is a fade or a black leader, not a poster.
 POSTER_MIN_LUMA = 24.0
 POSTER_POSITIONS = (0.10, 0.25, 0.50)
@@ -48,7 +70,10 @@ PREVIEW_SIZE = 320
 PREVIEW_QUALITY = 60
 WAVEFORM_SIZE = (1024, 256)
 WAVEFORM_COLOUR = "0x2563eb"
-_MAX_GLTF_JSON_BYTES = 64 * 1024 * 1024
+# glTF JSON is parsed whole: json.loads needs up to ~25x its size in memory for a chunk
+# of tiny objects (bench/media_worker.py measures it), so 16 MiB stays under ~450 MB.
+MAX_GLTF_JSON_BYTES = 16 * 1024 * 1024
+MAX_GLTF_JSON_DEPTH = 64
 
 
 class MediaKind(StrEnum):
@@ -131,7 +156,7 @@ def probe(
     *,
     max_seconds: int,
     max_pixels: int,
-    timeout: float,
+    budget: MediaBudget,
 ) -> MediaProbe:
     """Probe a video or audio file and check the limits; raise an ImageRejectedError subclass."""
     if sniffed.demuxer is None:
@@ -140,6 +165,9 @@ def probe(
         FFPROBE,
         *_QUIET,
         *_INPUT_SAFETY,
+        *_THREADS,
+        "-max_pixels",
+        str(max_pixels),
         "-f",
         sniffed.demuxer,
         "-show_entries",
@@ -149,7 +177,7 @@ def probe(
         "json",
         f"file:{path}",
     ]
-    output = run_tool(command, timeout=timeout, what="ffprobe")
+    output = _run(command, budget, "ffprobe")
     try:
         found = json.loads(output)
     except ValueError as error:
@@ -197,18 +225,21 @@ def probe(
 # ---- ffmpeg -------------------------------------------------------------------------------
 
 
-def extract_frame(path: str, sniffed: Sniffed, at_seconds: float, *, timeout: float) -> bytes:
+def extract_frame(
+    path: str, sniffed: Sniffed, at_seconds: float, *, max_pixels: int, budget: MediaBudget
+) -> bytes:
     """One frame at `at_seconds`, as PNG bytes."""
     seek = ("-ss", f"{max(0.0, at_seconds):.3f}")
-    command = _ffmpeg(path, sniffed, seek, ("-frames:v", "1", "-an", *_PNG_TO_PIPE))
-    frame = run_tool(command, timeout=timeout, what="ffmpeg (poster)")
+    output = ("-map", "0:v:0", "-frames:v", "1", "-an", *_PNG_TO_PIPE)
+    command = _ffmpeg(path, sniffed, max_pixels, seek, output)
+    frame = _run(command, budget, "ffmpeg (poster)")
     if not frame:
         raise CorruptMediaError(f"no frame could be decoded at {at_seconds:.2f} s")
     return frame
 
 
 def poster_frame(
-    path: str, sniffed: Sniffed, media: MediaProbe, *, timeout: float
+    path: str, sniffed: Sniffed, media: MediaProbe, *, max_pixels: int, budget: MediaBudget
 ) -> tuple[bytes, float]:
     """A representative frame and its time: the first of 10%, 25%, 50% that is not dark.
 
@@ -218,7 +249,7 @@ def poster_frame(
     best: tuple[float, bytes, float] | None = None
     for position in POSTER_POSITIONS:
         at = media.duration * position
-        frame = extract_frame(path, sniffed, at, timeout=timeout)
+        frame = extract_frame(path, sniffed, at, max_pixels=max_pixels, budget=budget)
         luma = mean_luma(frame)
         if luma >= POSTER_MIN_LUMA:
             return frame, at
@@ -229,7 +260,13 @@ def poster_frame(
 
 
 def preview_clip(
-    path: str, sniffed: Sniffed, media: MediaProbe, *, start_at: float, timeout: float
+    path: str,
+    sniffed: Sniffed,
+    media: MediaProbe,
+    *,
+    start_at: float,
+    max_pixels: int,
+    budget: MediaBudget,
 ) -> bytes:
     """A looping animated WebP of a few seconds, fit inside PREVIEW_SIZE, never upscaled.
 
@@ -246,8 +283,11 @@ def preview_clip(
     command = _ffmpeg(
         path,
         sniffed,
+        max_pixels,
         ("-ss", f"{start:.3f}", "-t", f"{length:.3f}"),
         (
+            "-map",
+            "0:v:0",
             "-an",
             "-vf",
             f"fps={PREVIEW_FPS},{scale}",
@@ -262,13 +302,13 @@ def preview_clip(
             "pipe:1",
         ),
     )
-    clip = run_tool(command, timeout=timeout, what="ffmpeg (preview)")
+    clip = _run(command, budget, "ffmpeg (preview)")
     if not clip:
         raise CorruptMediaError("no preview frames could be decoded")
     return clip
 
 
-def waveform(path: str, sniffed: Sniffed, *, timeout: float) -> bytes:
+def waveform(path: str, sniffed: Sniffed, *, max_pixels: int, budget: MediaBudget) -> bytes:
     """The whole sound drawn as one waveform PNG (WAVEFORM_SIZE), all channels mixed."""
     width, height = WAVEFORM_SIZE
     # sqrt scale: quiet passages stay visible; draw=full fills the columns.
@@ -276,48 +316,88 @@ def waveform(path: str, sniffed: Sniffed, *, timeout: float) -> bytes:
         f"aformat=channel_layouts=mono,showwavespic=s={width}x{height}"
         f":colors={WAVEFORM_COLOUR}:scale=sqrt:draw=full"
     )
-    command = _ffmpeg(path, sniffed, (), ("-filter_complex", draw, "-frames:v", "1", *_PNG_TO_PIPE))
-    image = run_tool(command, timeout=timeout, what="ffmpeg (waveform)")
+    output = ("-filter_complex", draw, "-frames:v", "1", *_PNG_TO_PIPE)
+    command = _ffmpeg(path, sniffed, max_pixels, (), output)
+    image = _run(command, budget, "ffmpeg (waveform)")
     if not image:
         raise CorruptMediaError("no audio could be decoded for the waveform")
     return image
 
 
-def run_tool(command: list[str], *, timeout: float, what: str) -> bytes:
-    """Run ffmpeg/ffprobe; its stdout, or CorruptMediaError / MediaTimeoutError."""
+def run_tool(command: list[str], *, limits: ChildLimits, what: str) -> bytes:
+    """Run ffmpeg/ffprobe under `limits`; its stdout, or an ImageRejectedError saying why."""
     try:
         completed = subprocess.run(
             command,
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            timeout=timeout,
+            timeout=limits.timeout_seconds,
             check=False,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            preexec_fn=limits.apply_in_child,
         )
     except subprocess.TimeoutExpired:
         # subprocess.run has killed and reaped the process.
-        raise MediaTimeoutError(f"{what} ran longer than {timeout:g} s") from None
-    if completed.returncode != 0:
-        message = completed.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = "; ".join(message[-2:]) or f"exit status {completed.returncode}"
-        raise CorruptMediaError(f"{what} failed: {reason[:300]}")
-    return completed.stdout
+        raise MediaTimeoutError(
+            f"{what} ran out of the file's time ({limits.timeout_seconds:.1f} s left)"
+        ) from None
+    stderr = completed.stderr.decode("utf-8", "replace")
+    if _OVER_MAX_PIXELS in stderr:
+        # Even with exit status 0: ffprobe reports a stream it could not open as sizeless.
+        line = next(line for line in stderr.splitlines() if _OVER_MAX_PIXELS in line)
+        raise TooManyPixelsError(f"{what}: {line.split('] ')[-1].split(',')[0].strip()}")
+    if completed.returncode == 0:
+        return completed.stdout
+    if completed.returncode in (-signal.SIGKILL, -signal.SIGXCPU):
+        # Not our timeout (that raised above): the kernel's CPU limit, or the OOM killer.
+        raise MediaResourceLimitError(
+            f"{what} was killed by signal {-completed.returncode}: over its limit of "
+            f"{limits.cpu_seconds} CPU seconds or out of memory"
+        )
+    if any(marker in stderr.lower() for marker in _OUT_OF_MEMORY):
+        raise MediaResourceLimitError(
+            f"{what} ran out of its {limits.memory_bytes // (1024 * 1024)} MiB address space"
+        )
+    message = stderr.strip().splitlines()
+    reason = "; ".join(message[-2:]) or f"exit status {completed.returncode}"
+    raise CorruptMediaError(f"{what} failed: {reason[:300]}")
+
+
+def _run(command: list[str], budget: MediaBudget, what: str) -> bytes:
+    return run_tool(command, limits=budget.child_limits(what), what=what)
 
 
 def _ffmpeg(
-    path: str, sniffed: Sniffed, input_options: tuple[str, ...], output: tuple[str, ...]
+    path: str,
+    sniffed: Sniffed,
+    max_pixels: int,
+    input_options: tuple[str, ...],
+    output: tuple[str, ...],
 ) -> list[str]:
-    """An ffmpeg command line reading only `path`, with the demuxer the bytes named."""
+    """An ffmpeg command line reading only `path`, with the demuxer the bytes named.
+
+    `-xerror`: any decode error (a frame over `-max_pixels` among them) stops ffmpeg,
+    instead of a preview or poster made from the frames around it.
+    """
     return [
         FFMPEG,
         "-nostdin",
         *_QUIET,
+        "-xerror",
         *_INPUT_SAFETY,
+        *_THREADS,
+        "-max_pixels",
+        str(max_pixels),
         "-f",
         _demuxer(sniffed),
         *input_options,
         "-i",
         f"file:{path}",
+        "-filter_threads",
+        str(TOOL_THREADS),
+        "-filter_complex_threads",
+        str(TOOL_THREADS),
+        *_THREADS,
         *output,
     ]
 
@@ -353,8 +433,10 @@ def _frame_rate(stream: dict[str, Any]) -> float | None:
 def describe_model(path: str, sniffed: Sniffed) -> tuple[Sniffed, dict[str, Any]]:
     """glTF/GLB counts (meshes, nodes, materials) and generator; others: nothing to add.
 
-    A JSON file without glTF's `asset` object is plain JSON (kind other). A GLB whose JSON
-    chunk cannot be read is CorruptMediaError.
+    The JSON is parsed within MAX_GLTF_JSON_BYTES and MAX_GLTF_JSON_DEPTH. A GLB whose
+    JSON chunk is over a limit or not a JSON object is CorruptMediaError (the file is
+    rejected once, with the reason). A `.gltf` we do not parse (over a limit, not JSON,
+    no `asset` object) is described as plain JSON (kind other).
     """
     if sniffed.format == "glb":
         with open(path, "rb") as model:
@@ -362,30 +444,45 @@ def describe_model(path: str, sniffed: Sniffed) -> tuple[Sniffed, dict[str, Any]
             if len(header) < 20:
                 raise CorruptMediaError("the GLB ends inside its header")
             _, version, length, chunk_length, chunk_type = struct.unpack("<4sIII4s", header)
-            if chunk_type != b"JSON" or chunk_length > min(length, _MAX_GLTF_JSON_BYTES):
+            if chunk_type != b"JSON" or chunk_length > length:
                 raise CorruptMediaError("the GLB does not start with a readable JSON chunk")
+            if chunk_length > MAX_GLTF_JSON_BYTES:
+                raise CorruptMediaError(
+                    f"the GLB's JSON chunk is {chunk_length} bytes, "
+                    f"above the limit of {MAX_GLTF_JSON_BYTES}"
+                )
             text = model.read(chunk_length)
-        document = _json_object(text)
-        if document is None:
-            raise CorruptMediaError("the GLB's JSON chunk is not a JSON object")
+        document = _json_object(text, "the GLB's JSON chunk")
+        if isinstance(document, str):
+            raise CorruptMediaError(document)
         return sniffed, {"gltf_version": version, **_gltf_counts(document)}
     if sniffed.format == "gltf":
-        if os.path.getsize(path) > _MAX_GLTF_JSON_BYTES:
-            return Sniffed(MediaKind.OTHER, "json", "application/json"), {}
+        plain_json = Sniffed(MediaKind.OTHER, "json", "application/json")
+        if os.path.getsize(path) > MAX_GLTF_JSON_BYTES:
+            return plain_json, {}
         with open(path, "rb") as model:
-            document = _json_object(model.read())
-        if document is None or not isinstance(document.get("asset"), dict):
-            return Sniffed(MediaKind.OTHER, "json", "application/json"), {}
+            document = _json_object(model.read(), "the glTF file")
+        if isinstance(document, str) or not isinstance(document.get("asset"), dict):
+            return plain_json, {}
         return sniffed, _gltf_counts(document)
     return sniffed, {}
 
 
-def _json_object(text: bytes) -> dict[str, Any] | None:
+def _json_object(text: bytes, what: str) -> dict[str, Any] | str:
+    """The JSON object in `text`, or the reason there is none (over a limit, not JSON)."""
+    # GLB pads its JSON chunk with spaces; some writers pad with NULs.
     try:
-        document = json.loads(text.decode("utf-8").rstrip(" \x00"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None
+        document = parse_json(
+            text.rstrip(b" \x00"),
+            what=what,
+            max_bytes=MAX_GLTF_JSON_BYTES,
+            max_depth=MAX_GLTF_JSON_DEPTH,
+        )
+    except InvalidMessageError as error:
+        return str(error)
+    if not isinstance(document, dict):
+        return f"{what} is not a JSON object"
+    return document
 
 
 def _gltf_counts(document: dict[str, Any]) -> dict[str, Any]:

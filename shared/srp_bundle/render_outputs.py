@@ -12,7 +12,8 @@
 
 Every description also has kind, format, content_type (from the bytes; the declared type
 only when the bytes name nothing), bytes and sha256. Pure work on a local file; storage
-is the caller's.
+is the caller's. All the work on one file shares one `MediaBudget` (MEDIA_TIMEOUT_SECONDS):
+every ffprobe/ffmpeg run gets only the time left, and libvips is killed at the deadline.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from srp_bundle import media
 from srp_bundle.derivatives import (
+    DEFAULT_MAX_ANIMATION_PIXELS,
     EncodedDerivative,
     animation_info,
     frame_count,
@@ -32,6 +34,7 @@ from srp_bundle.derivatives import (
     make_derivatives,
 )
 from srp_bundle.media import MediaKind, Sniffed
+from srp_bundle.media_budget import DEFAULT_MEDIA_MEMORY_BYTES, MediaBudget
 from srp_bundle.settings import DerivativeSpec, Settings
 
 
@@ -45,20 +48,28 @@ class ProcessedFile:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one file may cost: pixels per frame, seconds of media, seconds of ffmpeg."""
+    """What one file may cost: pixels, seconds of media, seconds of work, child memory."""
 
     max_pixels: int
     max_media_seconds: int
     timeout_seconds: float
+    max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS
+    media_memory_bytes: int = DEFAULT_MEDIA_MEMORY_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """The limits configured for this function."""
         return cls(
-            settings.max_source_pixels,
-            settings.max_media_seconds,
-            float(settings.media_timeout_seconds),
+            max_pixels=settings.max_source_pixels,
+            max_media_seconds=settings.max_media_seconds,
+            timeout_seconds=float(settings.media_timeout_seconds),
+            max_animation_pixels=settings.max_animation_pixels,
+            media_memory_bytes=settings.media_memory_bytes,
         )
+
+    def start_budget(self) -> MediaBudget:
+        """The one deadline for one file's work, starting now."""
+        return MediaBudget(self.timeout_seconds, memory_bytes=self.media_memory_bytes)
 
 
 def process_output_file(
@@ -67,11 +78,14 @@ def process_output_file(
     limits: Limits,
     *,
     declared_content_type: str | None = None,
+    budget: MediaBudget | None = None,
 ) -> ProcessedFile:
     """Describe a local copy of an output file and make its derivatives.
 
-    Raises an ImageRejectedError subclass for a file that can never be processed.
+    All of it within one `budget` (by default MEDIA_TIMEOUT_SECONDS from now). Raises an
+    ImageRejectedError subclass for a file that can never be processed.
     """
+    budget = budget or limits.start_budget()
     with open(path, "rb") as source:
         head = source.read(media.HEAD_BYTES)
     sniffed = media.sniff_media(head)
@@ -80,8 +94,14 @@ def process_output_file(
     derivatives: tuple[EncodedDerivative, ...] = ()
 
     if sniffed.kind == MediaKind.IMAGE:
-        stills = make_derivatives(path, specs, max_pixels=limits.max_pixels)
-        preview = make_animated_preview(path, max_pixels=limits.max_pixels)
+        # The preview first: it refuses an animation over its limit before any frame is decoded.
+        preview = make_animated_preview(
+            path,
+            max_pixels=limits.max_pixels,
+            max_animation_pixels=limits.max_animation_pixels,
+            budget=budget,
+        )
+        stills = make_derivatives(path, specs, max_pixels=limits.max_pixels, budget=budget)
         details = {"width": stills.source.width, "height": stills.source.height}
         derivatives = stills.derivatives
         if preview is not None:
@@ -93,19 +113,19 @@ def process_output_file(
             sniffed,
             max_seconds=limits.max_media_seconds,
             max_pixels=limits.max_pixels,
-            timeout=limits.timeout_seconds,
+            budget=budget,
         )
         details = dict(probed.details)
         if probed.kind == MediaKind.VIDEO:
-            derivatives = _video_derivatives(path, sniffed, probed, specs, limits)
+            derivatives = _video_derivatives(path, sniffed, probed, specs, limits, budget)
         else:
             if sniffed.kind == MediaKind.VIDEO:  # a WebM/MP4 with sound only
                 sniffed = Sniffed(
                     MediaKind.AUDIO, sniffed.format, "audio/" + sniffed.format, sniffed.demuxer
                 )
-            picture = media.waveform(path, sniffed, timeout=limits.timeout_seconds)
+            picture = media.waveform(path, sniffed, max_pixels=limits.max_pixels, budget=budget)
             derivatives = make_derivatives(
-                picture, specs, max_pixels=limits.max_pixels, role="waveform"
+                picture, specs, max_pixels=limits.max_pixels, role="waveform", budget=budget
             ).derivatives
     elif sniffed.kind == MediaKind.MODEL:
         sniffed, details = media.describe_model(path, sniffed)
@@ -131,10 +151,14 @@ def _video_derivatives(
     probed: media.MediaProbe,
     specs: Sequence[DerivativeSpec],
     limits: Limits,
+    budget: MediaBudget,
 ) -> tuple[EncodedDerivative, ...]:
-    frame, at = media.poster_frame(path, sniffed, probed, timeout=limits.timeout_seconds)
-    posters = make_derivatives(frame, specs, max_pixels=limits.max_pixels, role="poster")
-    clip = media.preview_clip(path, sniffed, probed, start_at=at, timeout=limits.timeout_seconds)
+    max_pixels = limits.max_pixels
+    frame, at = media.poster_frame(path, sniffed, probed, max_pixels=max_pixels, budget=budget)
+    posters = make_derivatives(frame, specs, max_pixels=max_pixels, role="poster", budget=budget)
+    clip = media.preview_clip(
+        path, sniffed, probed, start_at=at, max_pixels=max_pixels, budget=budget
+    )
     # ffmpeg's encode is kept as it is; only its header is read back, for the record.
     info = animation_info(clip)
     preview = EncodedDerivative(DerivativeSpec(media.PREVIEW_SIZE, "webp"), clip, info, "preview")

@@ -33,6 +33,11 @@ MAX_SOURCE_PIXELS = "MAX_SOURCE_PIXELS"
 MAX_SOURCE_BYTES = "MAX_SOURCE_BYTES"
 MAX_MEDIA_SECONDS = "MAX_MEDIA_SECONDS"
 MEDIA_TIMEOUT_SECONDS = "MEDIA_TIMEOUT_SECONDS"
+MEDIA_MEMORY_BYTES = "MEDIA_MEMORY_BYTES"
+MAX_ANIMATION_PIXELS = "MAX_ANIMATION_PIXELS"
+# The function's own timeout, as deployed (Terraform passes it): MEDIA_TIMEOUT_SECONDS
+# plus MEDIA_BUDGET_MARGIN_SECONDS must fit inside it.
+FUNCTION_TIMEOUT_SECONDS = "FUNCTION_TIMEOUT_SECONDS"
 RENDERED_DEADLINE_SECONDS = "RENDERED_DEADLINE_SECONDS"
 WEBHOOK_SRP_LOOKUPS_PER_HOUR = "WEBHOOK_SRP_LOOKUPS_PER_HOUR"
 # Local development only: also accept http:// and loopback hosts in producer callback_urls.
@@ -45,6 +50,10 @@ DEFAULT_SRP_API_URL = "https://srp.snark.art"
 DEFAULT_TASKS_COLLECTION = "srp_tasks"
 MIN_WEBHOOK_SECRET_LENGTH = 16
 DEFAULT_DERIVATIVE_SPECS = "512:webp,256:webp,1024:png"
+# Time one file's event needs besides the media work: download (up to MAX_SOURCE_BYTES),
+# derivative uploads, Firestore and Pub/Sub.
+MEDIA_BUDGET_MARGIN_SECONDS = 60
+DEFAULT_MEDIA_TIMEOUT_SECONDS = 120
 # Every file SRP writes into a task's folder: render/<COLLECTION_NAME>/<TASK_UUID>/<file>
 # (render.png, render.mp4, scene.glb, ...), directly or up to 4 subfolders deep, as the
 # callbacks' output_files may name them (render_paths.MAX_SUBFOLDERS).
@@ -120,9 +129,14 @@ class Settings:
     render_path_pattern: re.Pattern[str] = re.compile(DEFAULT_RENDER_PATH_PATTERN)
     max_source_pixels: int = 50_000_000
     max_source_bytes: int = 256 * 1024 * 1024
-    # Video and audio: the longest render accepted, and how long one ffmpeg run may take.
+    # Video and audio: the longest render accepted. Every file: the one deadline shared by
+    # all its tool runs and libvips work, and each ffmpeg/ffprobe child's address space.
     max_media_seconds: int = 600
-    media_timeout_seconds: int = 120
+    media_timeout_seconds: int = DEFAULT_MEDIA_TIMEOUT_SECONDS
+    media_memory_bytes: int = 1024 * 1024 * 1024
+    # An animated GIF/WebP: all its frames together (pages x width x height).
+    max_animation_pixels: int = 500_000_000
+    function_timeout_seconds: int | None = None
     # A request `rendered` this long without every output post-processed is re-driven
     # once by reconcile, then failed.
     rendered_deadline_seconds: int = 3600
@@ -207,6 +221,7 @@ def load_settings(
 
     webhook_secret = _secret(text, WEBHOOK_SECRET)
     webhook_secret_previous = _secret(text, WEBHOOK_SECRET_PREVIOUS)
+    media_timeout_seconds, function_timeout_seconds = _media_budget(env)
 
     return Settings(
         project_id=project_id,
@@ -230,7 +245,10 @@ def load_settings(
         max_source_pixels=_positive_int(env, MAX_SOURCE_PIXELS, 50_000_000),
         max_source_bytes=_positive_int(env, MAX_SOURCE_BYTES, 256 * 1024 * 1024),
         max_media_seconds=_positive_int(env, MAX_MEDIA_SECONDS, 600),
-        media_timeout_seconds=_positive_int(env, MEDIA_TIMEOUT_SECONDS, 120),
+        media_timeout_seconds=media_timeout_seconds,
+        media_memory_bytes=_positive_int(env, MEDIA_MEMORY_BYTES, 1024 * 1024 * 1024),
+        max_animation_pixels=_positive_int(env, MAX_ANIMATION_PIXELS, 500_000_000),
+        function_timeout_seconds=function_timeout_seconds,
         rendered_deadline_seconds=_positive_int(env, RENDERED_DEADLINE_SECONDS, 3600),
         allow_local_http_callbacks=_boolean(env, ALLOW_LOCAL_HTTP_CALLBACKS, False),
         forward_producer_callbacks=_boolean(env, FORWARD_PRODUCER_CALLBACKS, True),
@@ -246,6 +264,24 @@ def _secret(text: Callable[[str], str | None], variable: str) -> str | None:
             f"{variable} must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters long"
         )
     return value
+
+
+def _media_budget(env: Mapping[str, str]) -> tuple[int, int | None]:
+    """MEDIA_TIMEOUT_SECONDS, checked to fit inside FUNCTION_TIMEOUT_SECONDS when that is set.
+
+    Otherwise the platform would kill a slow file's work first, and retry it as transient.
+    """
+    media_timeout = _positive_int(env, MEDIA_TIMEOUT_SECONDS, DEFAULT_MEDIA_TIMEOUT_SECONDS)
+    function_timeout = None
+    if env.get(FUNCTION_TIMEOUT_SECONDS, "").strip():
+        function_timeout = _positive_int(env, FUNCTION_TIMEOUT_SECONDS, 1)
+        if media_timeout + MEDIA_BUDGET_MARGIN_SECONDS > function_timeout:
+            raise ConfigurationError(
+                f"{MEDIA_TIMEOUT_SECONDS} ({media_timeout}) plus a margin of "
+                f"{MEDIA_BUDGET_MARGIN_SECONDS} s must fit inside {FUNCTION_TIMEOUT_SECONDS} "
+                f"({function_timeout})"
+            )
+    return media_timeout, function_timeout
 
 
 def _render_path_pattern(value: str | None) -> re.Pattern[str]:

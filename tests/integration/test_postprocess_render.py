@@ -36,6 +36,7 @@ from local_stack.processes import REPO_ROOT
 from srp_bundle import media
 from srp_bundle.derivatives import sniff_image_format
 from srp_bundle.events import EventPublisher
+from srp_bundle.media_budget import MediaBudget
 from srp_bundle.outbox import apply_and_publish
 from srp_bundle.task_state import SrpStatusReported, State, TaskRecord, TaskSubmitted, utc_now
 from srp_bundle.task_store import TaskStore
@@ -878,8 +879,9 @@ def test_a_video_poster_skips_the_black_opening() -> None:
         file.write(clip)
         file.flush()
         sniffed = media.sniff_media(clip[:4096])
-        probed = media.probe(file.name, sniffed, max_seconds=60, max_pixels=10**7, timeout=60)
-        frame, at = media.poster_frame(file.name, sniffed, probed, timeout=60)
+        budget = MediaBudget(60)
+        probed = media.probe(file.name, sniffed, max_seconds=60, max_pixels=10**7, budget=budget)
+        frame, at = media.poster_frame(file.name, sniffed, probed, max_pixels=10**7, budget=budget)
 
     assert media.mean_luma(frame) >= media.POSTER_MIN_LUMA
     # 10% (0.3 s) is still black; 25% (0.75 s) too; the poster comes from 50% (1.5 s).
@@ -966,7 +968,32 @@ BAD_MEDIA = {
     ),
     "corrupt_gif": ("render.gif", lambda: _gif()[:80], "corrupt_image"),
     "corrupt_glb": ("scene.glb", lambda: b"glTF\x02\x00\x00\x00\x40\x00\x00\x00", "corrupt_media"),
+    # Before its JSON was parsed within limits, this raised RecursionError: a crash, retried.
+    "deeply_nested_glb": (
+        "scene.glb",
+        lambda: _glb(b'{"asset": {}, "x": ' + b"[" * 50_000),
+        "corrupt_media",
+    ),
+    # ffprobe sees 64x64; the decoder meets 1920x1088 (over MAX_SOURCE_PIXELS) a second in.
+    "video_growing_past_the_pixel_limit": (
+        "render.mp4",
+        lambda: media_samples.video_that_grows(first=(64, 64), then=(1920, 1088)),
+        "too_many_pixels",
+    ),
+    # Each 1000x1000 frame is inside MAX_SOURCE_PIXELS; 1000 of them are not inside
+    # MAX_ANIMATION_PIXELS (default 500,000,000).
+    "gif_of_many_large_frames": (
+        "render.gif",
+        lambda: media_samples.gif_bomb(width=1000, height=1000, frames=1000),
+        "too_many_pixels",
+    ),
 }
+
+
+def _glb(text: bytes) -> bytes:
+    text += b" " * (-len(text) % 4)
+    chunk = struct.pack("<I4s", len(text), b"JSON") + text
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(chunk)) + chunk
 
 
 @pytest.mark.parametrize("case", sorted(BAD_MEDIA))

@@ -25,6 +25,7 @@ from local_stack.srp_emulator.catalog import (
 )
 from local_stack.srp_emulator.renderer import DEFAULT_RENDER_SIZE, layer_box, render_png
 from srp_bundle import media
+from srp_bundle.media_budget import MediaBudget
 
 from srp_emulator_helpers import RENDER_SIZE, submit
 
@@ -186,7 +187,9 @@ def test_media_collections_write_every_output_file(
         if kind in ("video", "audio"):
             local = tmp_path / name
             local.write_bytes(data)
-            probed = media.probe(str(local), sniffed, max_seconds=60, max_pixels=10**8, timeout=60)
+            probed = media.probe(
+                str(local), sniffed, max_seconds=60, max_pixels=10**8, budget=MediaBudget(60)
+            )
             assert probed.kind == kind and probed.duration >= 1.9
         if kind == "video":
             assert (probed.width, probed.height) == (RENDER_SIZE, RENDER_SIZE)

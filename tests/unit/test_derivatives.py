@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
+from local_stack import media_samples
 from srp_bundle.derivatives import (
     make_animated_preview,
     make_derivatives,
@@ -25,6 +26,7 @@ from srp_bundle.errors import (
     NotPngError,
     TooManyPixelsError,
 )
+from srp_bundle.render_outputs import Limits, process_output_file
 from srp_bundle.settings import DerivativeSpec, parse_derivative_specs
 
 DEFAULT_SPECS = parse_derivative_specs("512:webp,256:webp,1024:png")
@@ -247,6 +249,31 @@ def test_an_animation_gives_its_first_frame_and_a_looping_preview(container: str
     assert (decoded.width, decoded.get("page-height")) == (320, 240)
     assert (preview.info.width, preview.info.height) == (320, 240)
     assert sniff_image_format(preview.data) == "webp"
+
+
+def test_an_animation_of_many_large_frames_is_refused_from_its_header(tmp_path: Path) -> None:
+    # 1000 frames on a 2000x2000 canvas: 23 KiB on disk, 4e9 pixels to composite.
+    bomb = media_samples.gif_bomb(width=2000, height=2000, frames=1000)
+    assert len(bomb) < 32 * 1024
+
+    with pytest.raises(TooManyPixelsError, match="1000 frames of 2000x2000") as raised:
+        make_animated_preview(bomb)
+    assert raised.value.code == "too_many_pixels"
+
+    # Through the whole file's processing too: refused before the stills decode a frame.
+    path = tmp_path / "render.gif"
+    path.write_bytes(bomb)
+    with pytest.raises(TooManyPixelsError, match="1000 frames"):
+        process_output_file(str(path), DEFAULT_SPECS, Limits(50_000_000, 60, 60.0))
+
+
+def test_an_animated_webp_is_bounded_by_pages_times_pixels() -> None:
+    strip = pyvips.Image.new_from_buffer(animated_gif(5, 640, 480), "", n=-1)
+    animation = bytes(strip.webpsave_buffer())  # 5 x 640 x 480 = 1,536,000 pixels
+
+    with pytest.raises(TooManyPixelsError, match="5 frames of 640x480"):
+        make_animated_preview(animation, max_animation_pixels=1_500_000)
+    assert make_animated_preview(animation, max_animation_pixels=1_536_000) is not None
 
 
 def test_a_still_image_has_no_preview() -> None:

@@ -54,6 +54,9 @@ def test_a_missing_variable_is_named(function_name: str, variable: str) -> None:
         ("DERIVATIVE_SPECS", "huge:webp"),
         ("MAX_REQUEST_AGE_SECONDS", "-1"),
         ("CONFIRM_TERMINAL_STATUS", "maybe"),
+        ("MEDIA_MEMORY_BYTES", "1G"),
+        ("MAX_ANIMATION_PIXELS", "0"),
+        ("FUNCTION_TIMEOUT_SECONDS", "5m"),
     ],
 )
 def test_a_malformed_value_is_named(variable: str, value: str) -> None:
@@ -95,3 +98,15 @@ def test_secrets_stay_out_of_repr() -> None:
     text = repr(load_settings(None, COMPLETE))
     assert "0123456789abcdef0123" not in text
     assert "key'" not in text
+
+
+def test_the_media_budget_must_fit_inside_the_function_timeout() -> None:
+    fits = {**COMPLETE, "MEDIA_TIMEOUT_SECONDS": "240", "FUNCTION_TIMEOUT_SECONDS": "300"}
+    assert load_settings("postprocess_render", fits).media_timeout_seconds == 240
+
+    too_long = {**fits, "MEDIA_TIMEOUT_SECONDS": "241"}
+    with pytest.raises(ConfigurationError, match=r"MEDIA_TIMEOUT_SECONDS \(241\) plus a margin"):
+        load_settings("postprocess_render", too_long)
+    # Without FUNCTION_TIMEOUT_SECONDS (tests, the local stack) the budget stands alone.
+    alone = {k: v for k, v in too_long.items() if k != "FUNCTION_TIMEOUT_SECONDS"}
+    assert load_settings("postprocess_render", alone).media_timeout_seconds == 241

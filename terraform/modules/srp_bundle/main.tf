@@ -67,6 +67,11 @@ locals {
         MAX_SOURCE_BYTES      = tostring(var.task_tuning.max_source_bytes)
         MAX_MEDIA_SECONDS     = tostring(var.task_tuning.max_media_seconds)
         MEDIA_TIMEOUT_SECONDS = tostring(var.task_tuning.media_timeout_seconds)
+        # MEDIA_TIMEOUT_SECONDS is one file's whole budget: the function refuses to start
+        # unless it fits, with a margin, inside the function's own timeout.
+        FUNCTION_TIMEOUT_SECONDS = tostring(local.scaling["postprocess_render"].timeout_seconds)
+        MEDIA_MEMORY_BYTES       = tostring(var.task_tuning.media_memory_bytes)
+        MAX_ANIMATION_PIXELS     = tostring(var.task_tuning.max_animation_pixels)
       }
       secret_environment = []
       ingress_settings   = "ALLOW_INTERNAL_ONLY"
@@ -104,6 +109,9 @@ locals {
         MAX_SOURCE_BYTES          = tostring(var.task_tuning.max_source_bytes)
         MAX_MEDIA_SECONDS         = tostring(var.task_tuning.max_media_seconds)
         MEDIA_TIMEOUT_SECONDS     = tostring(var.task_tuning.media_timeout_seconds)
+        FUNCTION_TIMEOUT_SECONDS  = tostring(local.scaling["reconcile_tasks"].timeout_seconds)
+        MEDIA_MEMORY_BYTES        = tostring(var.task_tuning.media_memory_bytes)
+        MAX_ANIMATION_PIXELS      = tostring(var.task_tuning.max_animation_pixels)
       }
       secret_environment = ["SRP_API_KEY", "WEBHOOK_SECRET"]
       ingress_settings   = "ALLOW_INTERNAL_ONLY"

@@ -99,9 +99,11 @@ variable "task_tuning" {
     max_source_bytes              = optional(number, 268435456)
     max_media_seconds             = optional(number, 600)
     media_timeout_seconds         = optional(number, 120)
+    media_memory_bytes            = optional(number, 1073741824)
+    max_animation_pixels          = optional(number, 500000000)
     rendered_deadline_seconds     = optional(number, 3600)
   })
-  description = "Tuning knobs passed to the functions as MAX_REQUEST_AGE_SECONDS, CONFIRM_TERMINAL_STATUS, STALE_AFTER_SECONDS, RECONCILE_BUDGET, SRP_TIMEOUT_SECONDS, AMBIGUOUS_SUBMIT_WAIT_SECONDS, MAX_SOURCE_PIXELS, MAX_SOURCE_BYTES, MAX_MEDIA_SECONDS, MEDIA_TIMEOUT_SECONDS and RENDERED_DEADLINE_SECONDS; the defaults are the code's."
+  description = "Tuning knobs passed to the functions as MAX_REQUEST_AGE_SECONDS, CONFIRM_TERMINAL_STATUS, STALE_AFTER_SECONDS, RECONCILE_BUDGET, SRP_TIMEOUT_SECONDS, AMBIGUOUS_SUBMIT_WAIT_SECONDS, MAX_SOURCE_PIXELS, MAX_SOURCE_BYTES, MAX_MEDIA_SECONDS, MEDIA_TIMEOUT_SECONDS (one output file's whole budget: with a 60 s margin it must fit inside the function's timeout), MEDIA_MEMORY_BYTES, MAX_ANIMATION_PIXELS and RENDERED_DEADLINE_SECONDS; the defaults are the code's."
   default     = {}
 
   validation {
@@ -116,6 +118,8 @@ variable "task_tuning" {
         var.task_tuning.max_source_bytes,
         var.task_tuning.max_media_seconds,
         var.task_tuning.media_timeout_seconds,
+        var.task_tuning.media_memory_bytes,
+        var.task_tuning.max_animation_pixels,
         var.task_tuning.rendered_deadline_seconds,
       ] : value > 0 && floor(value) == value
     ])
