@@ -47,13 +47,13 @@ from local_stack.functions import FUNCTIONS_DIR, available_functions
 from local_stack.processes import REPO_ROOT
 
 TARGET = 1.15
-# The runtime constructors each handler calls on its first request (see functions/*/main.py).
+# The services each handler builds on its first request (see functions/*/main.py, wiring.py).
 CLIENTS_BUILT: dict[str, tuple[str, ...]] = {
-    "submit_task": ("task_store", "srp_client", "event_publisher"),
-    "ingest_webhook": ("task_store", "srp_client", "event_publisher"),
-    "postprocess_render": ("task_store", "storage_client", "event_publisher"),
-    "reconcile_tasks": ("task_store", "srp_client", "event_publisher"),
-    "record_dead_letter": ("task_store", "event_publisher"),
+    "submit_task": ("store", "srp", "publisher"),
+    "ingest_webhook": ("store", "srp", "publisher"),
+    "postprocess_render": ("store", "storage", "publisher"),
+    "reconcile_tasks": ("store", "srp", "publisher"),
+    "record_dead_letter": ("store", "publisher"),
 }
 
 Request = tuple[str, dict[str, str], bytes]  # path+query, headers, body
@@ -165,19 +165,13 @@ def _import_script(name: str, baseline: bool) -> str:
         build = "module.clients()"
     else:
         path = FUNCTIONS_DIR / name / "main.py"
-        build = "\n".join(
-            f"runtime.{constructor}(module.settings)"
-            if constructor != "storage_client"
-            else "runtime.storage_client(module.settings.project_id)"
-            for constructor in CLIENTS_BUILT[name]
-        )
+        build = "\n".join(f"module.services.{service}" for service in CLIENTS_BUILT[name])
     return (
         "import importlib.util, time\n"
         "started = time.perf_counter()\n"
         f"spec = importlib.util.spec_from_file_location('main', {str(path)!r})\n"
         "module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
-        + ("" if baseline else "from srp_bundle import runtime\n")
         + build
         + "\n"
         + "print(time.perf_counter() - started)\n"

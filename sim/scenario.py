@@ -16,29 +16,22 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from sim import firestore
 from sim.srp import PNG, Post, Srp
 from sim.storage import Storage
 from sim.world import Faults, InvariantViolation, World
-from srp_bundle import dead_letters, task_state
-from srp_bundle.callbacks import CallbackIngestor
+from srp_bundle import dead_letters
 from srp_bundle.dead_letters import DELIVERY_COUNT_ATTRIBUTE, SOURCE_SUBSCRIPTION_ATTRIBUTE
 from srp_bundle.derivatives import EncodedDerivative, ImageInfo
+from srp_bundle.effects import Effects
 from srp_bundle.errors import CorruptImageError
-from srp_bundle.events import EventPublisher
-from srp_bundle.postprocessing import RenderPostprocessor
-from srp_bundle.reconciliation import Reconciler
-from srp_bundle.render_listing import RenderFolder
 from srp_bundle.render_outputs import ProcessedFile
 from srp_bundle.render_requests import request_id_hint
 from srp_bundle.settings import Settings, parse_derivative_specs
-from srp_bundle.srp_client import SrpClient
-from srp_bundle.submission import Submitter
 from srp_bundle.task_state import TERMINAL_STATES, State
-from srp_bundle.task_store import OUTBOX_SUFFIX, TaskStore
+from srp_bundle.task_store import OUTBOX_SUFFIX
 from srp_bundle.trigger_events import PubsubMessage, StorageObject
+from srp_bundle.wiring import Services
 
 TASKS = "srp_tasks"
 RENDERS_BUCKET = "sim-renders"
@@ -164,51 +157,28 @@ class Simulation:
             self.settings.srp_timeout_seconds,
             api_key=self.settings.srp_api_key,
         )
-        self.store = TaskStore(firestore.Client(self.db), TASKS)
-        self.srp_client = SrpClient(
-            "sim-key",
-            base_url=self.settings.srp_api_url,
-            timeout=self.settings.srp_timeout_seconds,
+        # The real wiring, on the simulated world: one clock, one seeded randomness (the
+        # SRP client's jitter, attempt ids, nonces), the simulated SRP as the HTTP seam.
+        effects = Effects(
+            clock=world.now,
+            rng=random.Random(f"effects-{seed}"),
             sleep=world.sleep,
-            transport=_NO_TRANSPORT,  # never used; spares the default one's TLS set-up
+            srp_http=self.srp.http,
+            firestore_client=lambda _: firestore.Client(self.db),
+            storage_client=lambda _: self.storage.client(),
+            publisher_client=lambda _: _Publisher(self),
         )
-        # The client's httpx.Client is the I/O edge: its calls go to the simulated SRP.
-        self.srp_client._http = self.srp.http()  # type: ignore[assignment]
-        self.publisher = EventPublisher(_Publisher(self), "sim", "render-events")
-        self.submitter = Submitter(self.settings, self.store, self.srp_client, self.publisher)
-        render_folder = RenderFolder(
-            self.storage.client, RENDERS_BUCKET, self.settings.render_path_pattern
-        )
-        self.ingestor = CallbackIngestor(
-            self.settings,
-            self.store,
-            lambda: self.srp_client,
-            self.publisher,
-            render_folder=render_folder,
-        )
-        self.postprocessor = RenderPostprocessor(
-            self.settings,
-            self.store,
-            self.storage.client(),
-            self.publisher,
-            process_file=_fake_process_file,
-        )
-        # reconcile_tasks is its own function: its own Submitter, as in production.
-        self.reconciler = Reconciler(
-            self.settings,
-            self.store,
-            self.srp_client,
-            self.publisher,
-            Submitter(self.settings, self.store, self.srp_client, self.publisher),
-            redrive_postprocessing=RenderPostprocessor(
-                self.settings,
-                self.store,
-                self.storage.client(),
-                self.publisher,
-                process_file=_fake_process_file,
-            ).redrive,
-            render_folder=render_folder,
-        )
+        functions = Services(self.settings, effects, process_file=_fake_process_file)
+        self.store = functions.store
+        self.srp_client = functions.srp
+        self.publisher = functions.publisher
+        self.submitter = functions.submitter
+        self.ingestor = functions.ingestor
+        self.postprocessor = functions.postprocessor
+        # reconcile_tasks is its own function: its own services, as in production.
+        self.reconciler = Services(
+            self.settings, effects, process_file=_fake_process_file
+        ).reconciler
         # Book-keeping for the invariants.
         self.expected: dict[str, str] = {}  # request id -> how it was produced
         self.committed_events: set[str] = set()
@@ -231,11 +201,8 @@ class Simulation:
     def run(self) -> RunResult:
         """Safety phase, then liveness phase, then the checks at quiescence."""
         world = self.world
-        task_state.use_clock(world.now)
         previous_disable = logging.root.manager.disable
         logging.disable(logging.CRITICAL)
-        saved_random = random.getstate()
-        random.seed(f"client-jitter-{self.seed}")  # the SRP client's backoff jitter
         try:
             for index in range(self.n_requests):
                 world.at(world.rng.uniform(0, PUBLISH_WINDOW), lambda i=index: self._produce(i))
@@ -254,9 +221,7 @@ class Simulation:
         except InvariantViolation as violation:
             self.violation = violation
         finally:
-            task_state.use_clock(None)
             logging.disable(previous_disable)
-            random.setstate(saved_random)
         return RunResult(
             seed=self.seed,
             requests=len(self.expected),
@@ -597,8 +562,6 @@ class Simulation:
             self.stats[f"state_{record['state']}"] += 1
             self.stats["duplicates"] += len(record.get("duplicate_task_ids", []))
 
-
-_NO_TRANSPORT = httpx.MockTransport(lambda request: httpx.Response(599))
 
 _RANK = {
     State.RECEIVED: 0,

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 import flask
 import functions_framework
 
-from srp_bundle import log, runtime
+from srp_bundle import log, wiring
 from srp_bundle.callback_auth import REQUEST_ID_PARAM, TOKEN_HEADER
-from srp_bundle.callbacks import MAX_CALLBACK_BYTES, CallbackIngestor
-from srp_bundle.settings import load_settings
+from srp_bundle.callbacks import MAX_CALLBACK_BYTES
 
-settings = load_settings("ingest_webhook")
+services = wiring.services_for("ingest_webhook")
 log.configure()
 
 
@@ -21,18 +18,13 @@ def ingest_webhook(request: flask.Request) -> flask.Response:
     """Answer SRP: 2xx once recorded (duplicates too), 4xx for what must not be retried."""
     request_id = request.args.get(REQUEST_ID_PARAM)
     trace = log.trace_field(
-        settings.project_id,
+        services.settings.project_id,
         request.headers.get("X-Cloud-Trace-Context") or request.headers.get("traceparent"),
     )
     with log.bind(request_id=request_id, **trace):
-        ingestor = CallbackIngestor(
-            settings,
-            runtime.task_store(settings),
-            functools.partial(runtime.srp_client, settings),
-            runtime.event_publisher(settings),
-            render_folder=runtime.render_folder(settings),
-        )
         # Read one byte past the limit so an oversized body is refused without buffering it.
         body = request.stream.read(MAX_CALLBACK_BYTES + 1)
-        reply = ingestor.ingest(request.method, request_id, request.headers.get(TOKEN_HEADER), body)
+        reply = services.ingestor.ingest(
+            request.method, request_id, request.headers.get(TOKEN_HEADER), body
+        )
         return flask.make_response(flask.jsonify(reply.body), reply.status_code)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http.event import CloudEvent
 
-from srp_bundle import log, runtime
+from srp_bundle import log, wiring
 from srp_bundle.errors import InvalidMessageError
-from srp_bundle.postprocessing import Outcome, RenderPostprocessor
-from srp_bundle.settings import load_settings
+from srp_bundle.postprocessing import Outcome
 from srp_bundle.trigger_events import decode_storage_object
 
-settings = load_settings("postprocess_render")
+services = wiring.services_for("postprocess_render")
+settings = services.settings
 log.configure()
 logger = log.get_logger("postprocess_render")
 if settings.renders_bucket_name == settings.derivatives_bucket_name:
@@ -28,14 +28,8 @@ def postprocess_render(cloud_event: CloudEvent) -> None:
             # Nothing to process or record; acknowledging stops a retry loop.
             logger.error("undecodable storage event dropped: %s", error)
             return
-        postprocessor = RenderPostprocessor(
-            settings,
-            runtime.task_store(settings),
-            runtime.storage_client(settings.project_id),
-            runtime.event_publisher(settings),
-        )
         with log.bind(bucket=render.bucket, object=render.name, generation=render.generation):
-            result = postprocessor.process(render)
+            result = services.postprocessor.process(render)
             fields = log.log_fields(
                 task_id=result.target.task_id if result.target else None,
                 request_id=result.record.request_id if result.record else None,

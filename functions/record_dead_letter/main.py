@@ -5,13 +5,12 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http.event import CloudEvent
 
-from srp_bundle import log, runtime
+from srp_bundle import log, wiring
 from srp_bundle.dead_letters import record_dead_letter as record
 from srp_bundle.errors import InvalidMessageError
-from srp_bundle.settings import load_settings
 from srp_bundle.trigger_events import decode_pubsub
 
-settings = load_settings("record_dead_letter")
+services = wiring.services_for("record_dead_letter")
 log.configure()
 logger = log.get_logger("record_dead_letter")
 
@@ -25,4 +24,4 @@ def record_dead_letter(cloud_event: CloudEvent) -> None:
         except InvalidMessageError as error:
             logger.error("undecodable dead letter dropped: %s", error)
             return
-        record(runtime.task_store(settings), runtime.event_publisher(settings), message)
+        record(services.store, services.publisher, message)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http.event import CloudEvent
 
-from srp_bundle import log, runtime
+from srp_bundle import log, wiring
 from srp_bundle.errors import InvalidMessageError
-from srp_bundle.settings import load_settings
-from srp_bundle.submission import Submitter
 from srp_bundle.trigger_events import decode_pubsub
 
-settings = load_settings("submit_task")
+services = wiring.services_for("submit_task")
 log.configure()
 logger = log.get_logger("submit_task")
 
@@ -26,14 +24,8 @@ def submit_task(cloud_event: CloudEvent) -> None:
             # Nothing to record without a message; acknowledging stops a retry loop.
             logger.error("undecodable Pub/Sub event dropped: %s", error)
             return
-        submitter = Submitter(
-            settings,
-            runtime.task_store(settings),
-            runtime.srp_client(settings),
-            runtime.event_publisher(settings),
-        )
         with log.bind(message_id=message.message_id):
-            result = submitter.submit(message)
+            result = services.submitter.submit(message)
             logger.info(
                 "render request %s",
                 result.outcome,

@@ -49,7 +49,6 @@ from srp_bundle.task_state import (
     TaskRecord,
     is_terminal_status,
     state_for_status,
-    utc_now,
 )
 from srp_bundle.task_store import RecordNotFoundError, TaskStore
 
@@ -214,7 +213,7 @@ class CallbackIngestor:
     def _check_task(self, record: TaskRecord, task_id: str) -> SrpTask | Reply:
         """SRP's own view of the task, or the answer when it cannot be the record's."""
         limit = self.settings.webhook_srp_lookups_per_hour
-        decision = self.ledgers.take(record.request_id, task_id, utc_now(), limit)
+        decision = self.ledgers.take(record.request_id, task_id, self.store.clock(), limit)
         if decision.refusal is not None:
             return self._refused(record, decision.refusal, remembered=True)
         if not decision.allowed:

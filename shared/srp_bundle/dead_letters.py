@@ -11,7 +11,7 @@ from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish
 from srp_bundle.render_requests import message_digest, requested_id
-from srp_bundle.task_state import DeadLettered, State, TaskRecord, utc_now
+from srp_bundle.task_state import DeadLettered, State, TaskRecord
 from srp_bundle.task_store import TaskStore
 from srp_bundle.trigger_events import PubsubMessage
 
@@ -38,9 +38,15 @@ def record_dead_letter(
         publisher,
         request_id,
         change,
-        received={"kind": "dead_letter", "attempts": change.attempts, "at": utc_now()},
+        received={"kind": "dead_letter", "attempts": change.attempts, "at": store.clock()},
         # Never seen by submit_task (every delivery failed before the record was written).
-        create=TaskRecord(request_id=request_id, collection_id="", message_digest=digest),
+        create=TaskRecord(
+            request_id=request_id,
+            collection_id="",
+            message_digest=digest,
+            created_at=store.clock(),
+            updated_at=store.clock(),
+        ),
     )
     record = transition.record
     if record.state == State.FAILED and transition.changed:

@@ -24,12 +24,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
-from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish, republish_pending
 from srp_bundle.render_listing import RenderFolder, trusted_output_files
 from srp_bundle.settings import Settings
-from srp_bundle.srp_client import SrpClient
 from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
 from srp_bundle.task_state import (
     Clock,
@@ -44,7 +42,6 @@ from srp_bundle.task_state import (
     state_for_status,
     utc_now,
 )
-from srp_bundle.task_store import TaskStore
 
 logger = get_logger(__name__)
 PAGE_SIZE = 100
@@ -58,9 +55,6 @@ class Reconciler:
     def __init__(
         self,
         settings: Settings,
-        store: TaskStore,
-        srp: SrpClient,
-        publisher: EventPublisher,
         submitter: Submitter,
         *,
         outbox_grace: timedelta = OUTBOX_GRACE,
@@ -68,9 +62,10 @@ class Reconciler:
         render_folder: RenderFolder | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        """`clock` gives the run's cutoffs; each lease the submitter takes reads its own.
+        """Reconcile works on `submitter`'s store, SRP client and publisher.
 
-        `render_folder` lists a done task's files; without it only SRP's answer can.
+        `clock` gives the run's cutoffs; `render_folder` lists a done task's files (without
+        it only SRP's answer can).
         """
         self.settings = settings
         self.render_folder = render_folder
@@ -79,10 +74,10 @@ class Reconciler:
         # are not configured (the record then fails at its deadline without a re-drive).
         self.redrive_postprocessing = redrive_postprocessing
         self.outbox_grace = outbox_grace
-        self.store = store
-        self.srp = srp
-        self.publisher = publisher
         self.submitter = submitter
+        self.store = submitter.store
+        self.srp = submitter.srp
+        self.publisher = submitter.publisher
 
     def run(self) -> Counter[str]:
         """One pass; returns the counts it also logs."""

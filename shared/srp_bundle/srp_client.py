@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import httpx
@@ -166,6 +166,24 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
+class HttpSession(Protocol):
+    """What the client sends its calls through: an `httpx.Client`, or a stand-in for one."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send one call; raise httpx's transport errors as httpx would."""
+
+    def close(self) -> None:
+        """Release the connections."""
+
+
 class SrpClient:
     """SRP Task API client; one `httpx.Client` (keep-alive pool) per instance."""
 
@@ -177,9 +195,13 @@ class SrpClient:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retry: RetryPolicy = DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
+        http: HttpSession | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rand: Callable[[], float] = random.random,
     ) -> None:
+        """`http` replaces the `httpx.Client` the client makes itself (the simulator's SRP);
+        `transport` is handed to that `httpx.Client`; `rand` draws the backoff jitter."""
         # Secret Manager values often end with a newline, which is not a valid header value.
         api_key = api_key.strip() if isinstance(api_key, str) else ""
         if not api_key:
@@ -195,15 +217,14 @@ class SrpClient:
         self.retry = retry
         self._sleep = sleep
         self._clock = clock  # reads a Retry-After given as an HTTP date
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Accept": "application/json",
-                "User-Agent": _USER_AGENT,
-            },
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
+        self._rand = rand
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
+        self._http: HttpSession = http or httpx.Client(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout), transport=transport
         )
 
     @classmethod
@@ -327,8 +348,12 @@ class SrpClient:
             attempts_made += 1
             retry_after: float | None = None
             try:
-                response = self._http.request(
-                    method, path, params=params, content=content, headers=headers
+                response: httpx.Response = self._http.request(
+                    method,
+                    path,
+                    params=params,
+                    content=content,
+                    headers={**self._headers, **headers},
                 )
             except httpx.TransportError as exc:
                 error: SrpError = self._connection_error(method, path, exc, secrets)
@@ -340,7 +365,9 @@ class SrpClient:
                     response.headers.get("Retry-After"), now=self._clock()
                 )
                 error = self._error_from_response(response, retry_after, secrets)
-            delay = self.retry.delay_before_retry(method, error, attempts_made, retry_after)
+            delay = self.retry.delay_before_retry(
+                method, error, attempts_made, retry_after, self._rand
+            )
             if delay is None:
                 raise error
             logger.warning(

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -99,13 +99,18 @@ class Submitter:
         publisher: EventPublisher,
         *,
         clock: Clock = utc_now,
+        new_id: Callable[[], str] = new_callback_nonce,
     ) -> None:
-        """`clock` is read whenever a time is needed: each lease from the time it is taken."""
+        """`clock` is read whenever a time is needed; `new_id` draws attempt ids and nonces.
+
+        The store takes each lease at its own clock's time: give both the same one.
+        """
         self.settings = settings
         self.store = store
         self.srp = srp
         self.publisher = publisher
         self.clock = clock
+        self.new_id = new_id
         self.lease_seconds = int(settings.srp_timeout_seconds * 3) + 30
         self.callback_policy = CallbackPolicy.from_settings(settings)
 
@@ -119,7 +124,7 @@ class Submitter:
         except InvalidMessageError as error:
             return self._reject(message, error, now)
         with bind(request_id=request.request_id):
-            attempt = uuid.uuid4().hex
+            attempt = self.new_id()
             claim = self._claim(
                 request,
                 attempt,
@@ -142,7 +147,7 @@ class Submitter:
         expired = None
         if age > self.settings.max_request_age_seconds:
             expired = f"never submitted within MAX_REQUEST_AGE_SECONDS ({age:.0f}s old)"
-        attempt = uuid.uuid4().hex
+        attempt = self.new_id()
         claim = self._claim(request, attempt, expired=expired)
         if claim.lease != LeaseVerdict.TAKEN:
             return self._declined(claim)
@@ -174,9 +179,9 @@ class Submitter:
                 ambiguous_wait_seconds=self.settings.ambiguous_submit_wait_seconds,
                 expired_reason=expired,
                 # A record older than nonces gets one now: from this POST on, tokens are v2.
-                fresh_nonce=new_callback_nonce(),
+                fresh_nonce=self.new_id(),
             ),
-            create=_new_record(request, now, digest),
+            create=_new_record(request, now, digest, self.new_id()),
             log_if_created=[{"kind": "received", "request": _request_log(request)}],
             secrets_if_created=_callback_secrets(request),
         )
@@ -267,7 +272,7 @@ class Submitter:
             extra=log_fields(request_id=request_id, message_id=message.message_id),
         )
         stub = RenderRequest(request_id=request_id, collection_id="")
-        record = _new_record(stub, now, message_digest(message.data))
+        record = _new_record(stub, now, message_digest(message.data), self.new_id())
         transition = advance(record, TaskFailed(error.code, str(error)), now)
         log = [{"kind": "invalid_message", "message_id": message.message_id}, *transition.log]
         if not self.store.create(transition.record, log, transition.events):
@@ -327,7 +332,9 @@ def _callback_secrets(request: RenderRequest) -> dict[str, Any] | None:
     }
 
 
-def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> TaskRecord:
+def _new_record(
+    request: RenderRequest, now: datetime, digest: str | None, nonce: str
+) -> TaskRecord:
     callbacks = request.callback_urls
     return TaskRecord(
         message_digest=digest,
@@ -343,7 +350,7 @@ def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> Ta
         retry_of=request.retry_of,
         created_at=now,
         updated_at=now,
-        callback_nonce=new_callback_nonce(),
+        callback_nonce=nonce,
     )
 
 

@@ -84,22 +84,9 @@ def is_terminal_status(status: str) -> bool:
     return state_for_status(status) in (State.RENDERED, State.FAILED)
 
 
-def _system_clock() -> datetime:
-    return datetime.now(UTC)
-
-
-_clock: Callable[[], datetime] = _system_clock
-
-
 def utc_now() -> datetime:
-    """Timezone-aware now (every timestamp here is UTC), from the clock `use_clock` set."""
-    return _clock()
-
-
-def use_clock(clock: Callable[[], datetime] | None) -> None:
-    """Read time from `clock` (the simulator's virtual clock); None restores the system clock."""
-    global _clock
-    _clock = clock or _system_clock
+    """Timezone-aware now from the system clock: only a default, the jobs read `Effects.clock`."""
+    return datetime.now(UTC)
 
 
 # What use cases read the time from; production passes `utc_now`, tests and the simulator

@@ -154,9 +154,6 @@ def test_reconciles_done_lists_the_folder_so_the_first_file_does_not_complete(
     submitter = Submitter(settings, pipeline.store, client, pipeline.events_publisher)
     reconciler = Reconciler(
         settings,
-        pipeline.store,
-        client,
-        pipeline.events_publisher,
         submitter,
         render_folder=_folder(pipeline, settings),
         clock=lambda: pipeline.record(request_id).updated_at + _seconds(5),

@@ -313,9 +313,7 @@ def test_a_long_reconcile_run_never_hands_out_a_lease_that_already_expired(
     # The state machine takes the lease at the store's time: one clock for all of them.
     store = TaskStore(pipeline.firestore, pipeline.tasks_collection, clock=clock)
     submitter = Submitter(settings, store, client, pipeline.events_publisher, clock=clock)
-    reconciler = Reconciler(
-        settings, store, client, pipeline.events_publisher, submitter, clock=clock
-    )
+    reconciler = Reconciler(settings, submitter, clock=clock)
 
     counts = reconciler.run()
 
@@ -452,9 +450,7 @@ def test_reconcile_fails_a_record_that_can_never_be_sent_and_goes_on(
     settings = load_settings("reconcile_tasks", pipeline.env())
     client = srp.client()
     submitter = Submitter(settings, pipeline.store, client, pipeline.events_publisher, clock=clock)
-    reconciler = Reconciler(
-        settings, pipeline.store, client, pipeline.events_publisher, submitter, clock=clock
-    )
+    reconciler = Reconciler(settings, submitter, clock=clock)
 
     reconciler.run()
 

@@ -340,9 +340,6 @@ def test_events_of_an_invocation_that_died_after_its_commit_are_published_by_rec
         submitter = Submitter(settings, pipeline.store, srp, pipeline.events_publisher)
         reconciler = Reconciler(
             settings,
-            pipeline.store,
-            srp,
-            pipeline.events_publisher,
             submitter,
             outbox_grace=timedelta(0),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -183,12 +184,11 @@ def test_reconcile_never_builds_a_render_path_from_srp_s_collection_name(
     record = TaskRecord(request_id="r-1", collection_id="c", state=State.SUBMITTED, task_id=TASK)
     store = _MemoryStore(record)
     task = SrpTask(id=TASK, status="done", collection=SrpCollection(name=collection_name))
+    # Reconcile works on its submitter's store, client and publisher.
+    submitter = SimpleNamespace(store=store, srp=_Srp(task), publisher=_Publisher())
     reconciler = Reconciler(
         load_settings(None, {"GOOGLE_CLOUD_PROJECT": "p"}),
-        store,  # type: ignore[arg-type]
-        _Srp(task),  # type: ignore[arg-type]
-        _Publisher(),  # type: ignore[arg-type]
-        submitter=None,  # type: ignore[arg-type]
+        submitter,  # type: ignore[arg-type]
     )
 
     reconciler._reconcile(record)

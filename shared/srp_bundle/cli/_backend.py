@@ -18,6 +18,7 @@ from srp_bundle.errors import ConfigurationError
 from srp_bundle.settings import Settings, load_settings
 from srp_bundle.task_state import TaskRecord
 from srp_bundle.task_store import TaskStore
+from srp_bundle.wiring import Services
 
 RENDER_REQUESTS_TOPIC = "RENDER_REQUESTS_TOPIC"
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -84,6 +85,8 @@ class Backend:
             self.settings: Settings = load_settings(environ=env)
         except ConfigurationError as error:
             raise UsageError(with_flag_hint(str(error))) from None
+        # The same wiring as the functions: clients, store and clock come from it.
+        self.services = Services(self.settings)
 
     def require(self, variable: str) -> str:
         """A configuration value the command cannot work without."""
@@ -97,10 +100,7 @@ class Backend:
     @functools.cached_property
     def store(self) -> TaskStore:
         """Task records, after checking that Firestore answers."""
-        from google.cloud import firestore
-
-        client = guarded("Firestore", lambda: firestore.Client(project=self.settings.project_id))
-        store = TaskStore(client, self.settings.tasks_collection)
+        store = guarded("Firestore", lambda: self.services.store)
         guarded(
             self._where("Firestore", "FIRESTORE_EMULATOR_HOST"),
             lambda: store.records.limit(1).get(retry=None, timeout=PROBE_TIMEOUT_SECONDS),
@@ -112,9 +112,7 @@ class Backend:
     @functools.cached_property
     def storage(self) -> Any:
         """The Cloud Storage client."""
-        from google.cloud.storage import Client as StorageClient
-
-        return guarded("Cloud Storage", lambda: StorageClient(project=self.settings.project_id))
+        return guarded("Cloud Storage", lambda: self.services.storage)
 
     def bucket(self, variable: str) -> Any:
         """The bucket named by `variable`, after checking that it exists."""
