@@ -7,7 +7,7 @@ from cloudevents.http.event import CloudEvent
 
 from srp_bundle import log, wiring
 from srp_bundle.errors import InvalidMessageError
-from srp_bundle.postprocessing import Outcome
+from srp_bundle.postprocessing import PostprocessOutcome
 from srp_bundle.trigger_events import decode_storage_object
 
 services = wiring.services_for("postprocess_render")
@@ -35,7 +35,7 @@ def postprocess_render(cloud_event: CloudEvent) -> None:
                 request_id=result.record.request_id if result.record else None,
                 outcome=str(result.outcome),
             )
-            if result.outcome == Outcome.IGNORED:
+            if result.outcome == PostprocessOutcome.IGNORED:
                 logger.debug("object ignored: %s", result.reason, extra=fields)
             else:
                 logger.info("render %s: %s", result.outcome, result.reason, extra=fields)

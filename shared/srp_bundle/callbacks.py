@@ -12,6 +12,9 @@ duplicate of a lost POST) only if SRP says it renders the request's collection a
 our own callback for this request, token included; otherwise the callback is logged and
 changes nothing. A callback for a final record is answered 200 without a look-up or a
 write; look-ups are budgeted per request and refusals remembered (srp_lookups).
+
+Over 300 lines: authentication, the SRP cross-check and the trusted file list are one
+decision about one callback.
 """
 
 from __future__ import annotations

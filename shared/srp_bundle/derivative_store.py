@@ -127,15 +127,17 @@ def store_derivatives(
     derivatives: Sequence[EncodedDerivative],
     *,
     collection_name: str,
-    task_uuid: str,
+    task_id: str,
     source_bucket_name: str,
     source_object_name: str,
     source_generation: int,
-    task_id: str,
     request_id: str | None = None,
     cache_control: str = CACHE_CONTROL,
 ) -> list[StoredDerivative]:
-    """Write each derivative once; on a retry, report what the first attempt wrote."""
+    """Write each derivative once; on a retry, report what the first attempt wrote.
+
+    `task_id` is SRP's task UUID: it names the derivative folder and is kept in metadata.
+    """
     context = {
         "task_id": task_id,
         "source_bucket": source_bucket_name,
@@ -147,7 +149,7 @@ def store_derivatives(
     stored = []
     for derivative in derivatives:
         name = derivative_object_name(
-            collection_name, task_uuid, source_generation, derivative, source_object_name
+            collection_name, task_id, source_generation, derivative, source_object_name
         )
         metadata = {
             **context,

@@ -22,6 +22,9 @@ derivative; only that intermediate is kept in memory and the smaller derivatives
 from it. Peak memory is about `min(source, largest size)^2 * bands` bytes plus the encoded
 outputs; nothing is written to /tmp. The libvips operation cache is disabled, so nothing
 outlives a call.
+
+Over 300 lines: format sniffing, header limits and encoding share the libvips state; the one
+home for pixel work.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from srp_bundle.errors import CorruptImageError, NotPngError, TooManyPixelsError
+from srp_bundle.errors import CorruptImageError, TooManyPixelsError, UnknownImageFormatError
 from srp_bundle.media_budget import MediaBudget
 from srp_bundle.settings import DerivativeSpec
 
@@ -156,10 +159,10 @@ def sniff_image_format(data: bytes) -> str | None:
 def read_png_dimensions(header: bytes) -> tuple[int, int]:
     """Width and height from a PNG's first 33 bytes, without decoding anything.
 
-    Raises NotPngError without the signature and CorruptImageError for a bad IHDR chunk.
+    Raises UnknownImageFormatError without the signature and CorruptImageError for a bad IHDR chunk.
     """
     if not header.startswith(PNG_SIGNATURE):
-        raise NotPngError("the source does not start with the PNG signature")
+        raise UnknownImageFormatError("the source does not start with the PNG signature")
     if len(header) < _IHDR_END:
         raise CorruptImageError("the PNG ends before its IHDR chunk")
     length, chunk_type = struct.unpack(">I4s", header[8:16])
@@ -205,7 +208,7 @@ def make_derivatives(
     """Decode an image (bytes or a file path) once and encode every derivative spec.
 
     Each derivative fits inside `size` x `size` and is never upscaled; alpha is kept
-    except in JPEG, which is flattened on white. Raises an ImageRejectedError subclass
+    except in JPEG, which is flattened on white. Raises an OutputRejectedError subclass
     for a source that can never succeed.
     """
     if not specs:
@@ -213,7 +216,7 @@ def make_derivatives(
     header = _head(source)
     source_format = sniff_image_format(header)
     if source_format is None:
-        raise NotPngError("the source is not a PNG, JPEG, WebP, GIF or AVIF image")
+        raise UnknownImageFormatError("the source is not a PNG, JPEG, WebP, GIF or AVIF image")
     if source_format == "png":
         width, height = read_png_dimensions(header)
         check_pixel_limit(width, height, max_pixels)

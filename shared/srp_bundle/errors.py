@@ -134,61 +134,64 @@ class AssetArchiveError(BundleError):
     code = "asset_archive"
 
 
-class ImageRejectedError(BundleError):
+class OutputRejectedError(BundleError):
     """A render output (image, video, audio, ...) can never be post-processed; `code` says why."""
 
     code = "image_rejected"
 
 
-class NotPngError(ImageRejectedError):
-    """The source does not start with the PNG signature, whatever its content type says."""
+class UnknownImageFormatError(OutputRejectedError):
+    """The bytes are no image format we decode (PNG, JPEG, WebP, GIF, AVIF), whatever the name says.
+
+    Its code stays `not_png`, as records already store it.
+    """
 
     code = "not_png"
 
 
-class CorruptImageError(ImageRejectedError):
+class CorruptImageError(OutputRejectedError):
     """The PNG is truncated, fails a checksum or cannot be decoded."""
 
     code = "corrupt_image"
 
 
-class TooManyPixelsError(ImageRejectedError):
+class TooManyPixelsError(OutputRejectedError):
     """The PNG header claims more pixels than allowed (a decompression bomb, or just too big)."""
 
     code = "too_many_pixels"
 
 
-class SourceTooLargeError(ImageRejectedError):
+class SourceTooLargeError(OutputRejectedError):
     """The render object is larger than the function is allowed to read."""
 
     code = "source_too_large"
 
 
-class CorruptMediaError(ImageRejectedError):
+class CorruptMediaError(OutputRejectedError):
     """A video or audio file that ffprobe or ffmpeg cannot read, or that has no usable stream."""
 
     code = "corrupt_media"
 
 
-class MediaTooLongError(ImageRejectedError):
+class MediaTooLongError(OutputRejectedError):
     """A video or audio render longer than MAX_MEDIA_SECONDS."""
 
     code = "media_too_long"
 
 
-class MediaTimeoutError(ImageRejectedError):
+class MediaTimeoutError(OutputRejectedError):
     """The file's MEDIA_TIMEOUT_SECONDS budget ran out (a crafted or huge input)."""
 
     code = "media_timeout"
 
 
-class MediaResourceLimitError(ImageRejectedError):
+class MediaResourceLimitError(OutputRejectedError):
     """ffmpeg or ffprobe hit its address-space or CPU-time limit and was stopped."""
 
     code = "media_resource_limit"
 
 
-class RenderPathRejectedError(ImageRejectedError):
+class RenderPathRejectedError(OutputRejectedError):
     """The path matches RENDER_PATH_PATTERN but cannot name derivatives (a `..` segment)."""
 
     code = "render_path_rejected"

@@ -23,6 +23,9 @@ Safety of every ffmpeg/ffprobe run:
   instead of skipping it; the file is rejected as `too_many_pixels`;
 - only the probed stream is decoded (`-map 0:v:0`);
 - outputs go to a pipe; the caller owns the one temporary directory and removes it.
+
+Over 300 lines: kind detection, ffprobe, posters, previews, waveforms and glTF all run
+through one hardened `run_tool`.
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ def probe(
     max_pixels: int,
     budget: MediaBudget,
 ) -> MediaProbe:
-    """Probe a video or audio file and check the limits; raise an ImageRejectedError subclass."""
+    """Probe a video or audio file and check the limits; raise an OutputRejectedError subclass."""
     if sniffed.demuxer is None:
         raise CorruptMediaError(f"no demuxer for {sniffed.format}")
     command = [
@@ -325,7 +328,7 @@ def waveform(path: str, sniffed: Sniffed, *, max_pixels: int, budget: MediaBudge
 
 
 def run_tool(command: list[str], *, limits: ChildLimits, what: str) -> bytes:
-    """Run ffmpeg/ffprobe under `limits`; its stdout, or an ImageRejectedError saying why."""
+    """Run ffmpeg/ffprobe under `limits`; its stdout, or an OutputRejectedError saying why."""
     try:
         completed = subprocess.run(
             command,

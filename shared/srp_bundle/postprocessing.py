@@ -19,6 +19,9 @@ file SRP writes into the task's folder: image, video, audio, 3D, anything):
 A file that can never be processed (corrupt, truncated, over a pixel, byte or duration
 limit, ffmpeg timing out) is stored as a failed result the same way: the record fails
 with the error's code and `task.failed` goes out. Transient errors propagate (retried).
+
+Over 300 lines: the event's whole path (target, dedupe, media work, storage, record) reads
+top to bottom in one class.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from srp_bundle.derivative_store import (
     source_folder,
     store_derivatives,
 )
-from srp_bundle.errors import ImageRejectedError, RenderPathRejectedError
+from srp_bundle.errors import OutputRejectedError, RenderPathRejectedError
 from srp_bundle.events import EventPublisher
 from srp_bundle.log import get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish
@@ -54,7 +57,7 @@ logger = get_logger(__name__)
 _DERIVATIVE_METADATA_KEYS = frozenset({"source_object", "source_generation"})
 
 
-class Outcome(StrEnum):
+class PostprocessOutcome(StrEnum):
     """What one storage event achieved."""
 
     IGNORED = "ignored"
@@ -84,7 +87,7 @@ class RenderTarget:
 class PostprocessResult:
     """The outcome, why, and the task record as it stands afterwards (None if none yet)."""
 
-    outcome: Outcome
+    outcome: PostprocessOutcome
     reason: str
     target: RenderTarget | None = None
     record: TaskRecord | None = None
@@ -145,7 +148,7 @@ class RenderPostprocessor:
         """Handle one finalized object; raise only for transient failures (retry)."""
         target = render_target(self.settings, render)
         if isinstance(target, str):
-            return PostprocessResult(Outcome.IGNORED, target)
+            return PostprocessResult(PostprocessOutcome.IGNORED, target)
         try:
             source_folder(target.collection_name, target.task_id, target.object_name)
         except ValueError as error:
@@ -156,7 +159,7 @@ class RenderPostprocessor:
         if stored is not None and stored.change.generation >= target.generation:
             record = self._settle(target, stored)
             return PostprocessResult(
-                Outcome.ALREADY_PROCESSED,
+                PostprocessOutcome.ALREADY_PROCESSED,
                 f"generation {stored.change.generation} is already processed",
                 target,
                 record,
@@ -176,7 +179,7 @@ class RenderPostprocessor:
                 if not found:
                     # Replaced or deleted since the event: a newer generation has its own event.
                     return PostprocessResult(
-                        Outcome.SUPERSEDED, "this generation no longer exists", target
+                        PostprocessOutcome.SUPERSEDED, "this generation no longer exists", target
                     )
                 processed = self.process_file(
                     local_copy,
@@ -184,7 +187,7 @@ class RenderPostprocessor:
                     Limits.from_settings(self.settings),
                     declared_content_type=render.content_type,
                 )
-            except ImageRejectedError as error:
+            except OutputRejectedError as error:
                 return self._reject(target, error)
         return self._record(target, processed)
 
@@ -195,7 +198,7 @@ class RenderPostprocessor:
             # Recorded while this run worked (a duplicate event, or a newer generation whose
             # clean-up may already have removed this one's derivatives): write nothing.
             return PostprocessResult(
-                Outcome.ALREADY_PROCESSED,
+                PostprocessOutcome.ALREADY_PROCESSED,
                 f"generation {stored.change.generation} was processed meanwhile",
                 target,
                 self._settle(target, stored),
@@ -206,11 +209,10 @@ class RenderPostprocessor:
             self.derivatives_bucket,
             processed.derivatives,
             collection_name=target.collection_name,
-            task_uuid=target.task_id,
+            task_id=target.task_id,
             source_bucket_name=target.bucket_name,
             source_object_name=target.object_name,
             source_generation=target.generation,
-            task_id=target.task_id,
             request_id=record.request_id if record else None,
         )
         change = DerivativesReady(
@@ -223,7 +225,7 @@ class RenderPostprocessor:
         record = self._settle(target)
         _log_written(target, written, str(processed.description["kind"]))
         return PostprocessResult(
-            Outcome.PROCESSED,
+            PostprocessOutcome.PROCESSED,
             f"{processed.description['kind']}: {len(written)} derivatives",
             target,
             record,
@@ -256,7 +258,7 @@ class RenderPostprocessor:
 
     # ---- steps ------------------------------------------------------------------------
 
-    def _reject(self, target: RenderTarget, error: ImageRejectedError) -> PostprocessResult:
+    def _reject(self, target: RenderTarget, error: OutputRejectedError) -> PostprocessResult:
         """Keep the failure like a result, so a record that appears later fails too."""
         message = f"{target.object_name} (generation {target.generation}): {error}"
         logger.warning(
@@ -271,7 +273,7 @@ class RenderPostprocessor:
         )
         self.store.save_render_result(failed)
         record = self._settle(target)
-        return PostprocessResult(Outcome.REJECTED, error.code, target, record)
+        return PostprocessResult(PostprocessOutcome.REJECTED, error.code, target, record)
 
     def _settle(
         self, target: RenderTarget, stored: RenderResult | None = None

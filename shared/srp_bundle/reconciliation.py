@@ -28,7 +28,7 @@ from srp_bundle.log import get_logger, log_fields
 from srp_bundle.outbox import apply_and_publish, republish_pending
 from srp_bundle.render_listing import RenderFolder, trusted_output_files
 from srp_bundle.settings import Settings
-from srp_bundle.submission import Outcome, SubmissionDeferredError, Submitter
+from srp_bundle.submission import SubmissionDeferredError, SubmissionOutcome, Submitter
 from srp_bundle.task_state import (
     Clock,
     NoNews,
@@ -184,7 +184,7 @@ class Reconciler:
             result = self.submitter.resubmit(record)
         except SubmissionDeferredError:
             return "deferred"
-        return {Outcome.SUBMITTED: "resubmitted", Outcome.FAILED: "failed"}.get(
+        return {SubmissionOutcome.SUBMITTED: "resubmitted", SubmissionOutcome.FAILED: "failed"}.get(
             result.outcome, "unchanged"
         )
 

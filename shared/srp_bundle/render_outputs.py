@@ -83,7 +83,7 @@ def process_output_file(
     """Describe a local copy of an output file and make its derivatives.
 
     All of it within one `budget` (by default MEDIA_TIMEOUT_SECONDS from now). Raises an
-    ImageRejectedError subclass for a file that can never be processed.
+    OutputRejectedError subclass for a file that can never be processed.
     """
     budget = budget or limits.start_budget()
     with open(path, "rb") as source:

@@ -39,6 +39,9 @@ error messages (redacted even if SRP echoes it back). Every error's message and 
 redacted (`srp_bundle.redaction`): the key, the header values of the callbacks the call sent
 (our token, the producers' credentials), anything shaped like a callback token, and every
 value of a `headers` object in a JSON body.
+
+Over 300 lines: one `_request` with its retry policy and typed errors, as the style's model
+client has.
 """
 
 from __future__ import annotations

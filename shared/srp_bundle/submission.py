@@ -11,6 +11,9 @@
    `AMBIGUOUS_SUBMIT_WAIT_SECONDS` for SRP's callback to name the task before posting
    again. Any second task SRP reports for the request is recorded in `duplicate_task_ids`,
    never silently attached or lost.
+
+Over 300 lines: the lease, the POST and every permanent failure of one request are one
+protocol (decision 0001).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ _DEFERRED = {
 }
 
 
-class Outcome(StrEnum):
+class SubmissionOutcome(StrEnum):
     """What one delivery of a render request achieved."""
 
     SUBMITTED = "submitted"
@@ -84,7 +87,7 @@ class SubmissionDeferredError(BundleError):
 class SubmissionResult:
     """The outcome and the record as it stands afterwards."""
 
-    outcome: Outcome
+    outcome: SubmissionOutcome
     record: TaskRecord | None
 
 
@@ -232,7 +235,7 @@ class Submitter:
             received={"kind": "srp_task_created", "task_id": task.id, "status": task.status},
         )
         logger.info("submitted to SRP", extra=log_fields(task_id=task.id, srp_status=task.status))
-        return SubmissionResult(Outcome.SUBMITTED, transition.record)
+        return SubmissionResult(SubmissionOutcome.SUBMITTED, transition.record)
 
     def _release(
         self, request_id: str, attempt: str, error: BundleError, *, ambiguous: bool
@@ -250,11 +253,11 @@ class Submitter:
                     (claim.record.error or {}).get("message"),
                     extra=log_fields(error_code="request_expired"),
                 )
-                return SubmissionResult(Outcome.FAILED, claim.record)
-            return SubmissionResult(Outcome.ALREADY_FINAL, claim.record)
+                return SubmissionResult(SubmissionOutcome.FAILED, claim.record)
+            return SubmissionResult(SubmissionOutcome.ALREADY_FINAL, claim.record)
         if claim.lease == LeaseVerdict.ALREADY_SUBMITTED:
-            return SubmissionResult(Outcome.ALREADY_SUBMITTED, claim.record)
-        return SubmissionResult(Outcome.ALREADY_FINAL, claim.record)
+            return SubmissionResult(SubmissionOutcome.ALREADY_SUBMITTED, claim.record)
+        return SubmissionResult(SubmissionOutcome.ALREADY_FINAL, claim.record)
 
     # ---- permanent failures -------------------------------------------------------------
 
@@ -280,9 +283,9 @@ class Submitter:
                 "invalid message names an existing request; the record is left as it is",
                 extra=log_fields(request_id=request_id),
             )
-            return SubmissionResult(Outcome.ALREADY_FINAL, self.store.get(request_id))
+            return SubmissionResult(SubmissionOutcome.ALREADY_FINAL, self.store.get(request_id))
         publish_transition(self.store, self.publisher, request_id, transition.events)
-        return SubmissionResult(Outcome.FAILED, transition.record)
+        return SubmissionResult(SubmissionOutcome.FAILED, transition.record)
 
     def _fail_request(self, request_id: str, code: str, reason: str) -> SubmissionResult:
         """Mark a claimed request failed and publish task.failed."""
@@ -290,13 +293,13 @@ class Submitter:
             self.store, self.publisher, request_id, TaskFailed(code, reason)
         )
         if not transition.changed:
-            return SubmissionResult(Outcome.ALREADY_FINAL, transition.record)
+            return SubmissionResult(SubmissionOutcome.ALREADY_FINAL, transition.record)
         logger.warning(
             "render request failed: %s",
             reason,
             extra=log_fields(request_id=request_id, error_code=code),
         )
-        return SubmissionResult(Outcome.FAILED, transition.record)
+        return SubmissionResult(SubmissionOutcome.FAILED, transition.record)
 
     def _too_old(self, message: PubsubMessage, now: datetime) -> str | None:
         if message.publish_time is None:

@@ -13,6 +13,9 @@ goes out exactly once: on the transition into `completed`, which needs both SRP'
 order the callback and the storage events arrive. The jobs pass only a trusted list
 (SRP's answer or the task's render folder, see render_listing); without one, nothing
 completes.
+
+Over 300 lines: the whole state machine in one reading; each change's rule sits beside the
+others it must agree with.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Layout (collection names derive from `TASKS_COLLECTION`, default `srp_tasks`):
   header values (credentials for the producer's endpoints), written with the record in one
   transaction. The record keeps only the header names; submission, reconciliation and
   `retry` read the values here, and nothing that shows a record (CLI, events) does.
+
+Over 300 lines: every Firestore read and transaction of the task record is here, so no other
+module touches the documents.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from srp_bundle.errors import SrpRateLimitedError
 from srp_bundle.redaction import REDACTED
 from srp_bundle.settings import load_settings
 from srp_bundle.srp_models import encode_json
-from srp_bundle.submission import Outcome, Submitter
+from srp_bundle.submission import SubmissionOutcome, Submitter
 from srp_bundle.task_state import State, TaskRecord
 from srp_bundle.task_store import SECRETS_SUFFIX
 from srp_bundle.trigger_events import PubsubMessage
@@ -93,7 +93,7 @@ def test_an_srp_refusal_quoting_the_request_puts_no_secret_in_record_events_or_l
 
     result = submitter_for(pipeline, srp).submit(message(request))
 
-    assert result.outcome == Outcome.FAILED
+    assert result.outcome == SubmissionOutcome.FAILED
     record = pipeline.record(request["request_id"])
     assert record.error is not None and record.error["code"] == "srp_validation"
     assert "callback_urls rejected" in record.error["message"]  # SRP's words are kept
@@ -111,7 +111,7 @@ def test_producer_header_values_are_kept_apart_from_the_record_and_still_sent(
 
     result = submitter_for(pipeline, srp).submit(message(request))
 
-    assert result.outcome == Outcome.SUBMITTED
+    assert result.outcome == SubmissionOutcome.SUBMITTED
     (posted,) = [json.loads(raw) for raw in srp.raw_posts]
     assert posted["render_options"]["callback_urls"][1:] == request["callback_urls"]
     record = pipeline.record(request["request_id"])
@@ -149,7 +149,7 @@ def test_reconciles_redrive_of_a_stuck_request_sends_the_producers_header_values
 
     result = submitter.resubmit(stuck)
 
-    assert result.outcome == Outcome.SUBMITTED
+    assert result.outcome == SubmissionOutcome.SUBMITTED
     (posted,) = [json.loads(raw) for raw in srp.raw_posts]
     assert posted["render_options"]["callback_urls"][1] == PRODUCER_CALLBACK
 
@@ -167,7 +167,7 @@ def test_a_redrive_whose_kept_header_values_are_gone_fails_instead_of_sending_re
 
     result = submitter.resubmit(pipeline.record(request["request_id"]))
 
-    assert result.outcome == Outcome.FAILED and srp.raw_posts == []
+    assert result.outcome == SubmissionOutcome.FAILED and srp.raw_posts == []
     error = pipeline.record(request["request_id"]).error
     assert error is not None and "header values" in error["message"]
 
@@ -179,7 +179,7 @@ def test_a_retry_after_the_split_still_sends_the_producers_header_values(
     srp.refuse_with = 422
     submitter = submitter_for(pipeline, srp)
     request = render_request(callback_urls=[PRODUCER_CALLBACK])
-    assert submitter.submit(message(request)).outcome == Outcome.FAILED
+    assert submitter.submit(message(request)).outcome == SubmissionOutcome.FAILED
     failed = pipeline.record(request["request_id"])
     problems: list[str] = []
 
@@ -192,7 +192,7 @@ def test_a_retry_after_the_split_still_sends_the_producers_header_values(
     # What the CLI publishes.
     published = PubsubMessage(message_id="m-retry", data=encode_json(planned.body))
     result = submitter.submit(published)
-    assert result.outcome == Outcome.SUBMITTED and result.record is not None
+    assert result.outcome == SubmissionOutcome.SUBMITTED and result.record is not None
     assert result.record.retry_of == request["request_id"]
     (posted,) = [json.loads(raw) for raw in srp.raw_posts]
     assert posted["render_options"]["callback_urls"][1] == PRODUCER_CALLBACK

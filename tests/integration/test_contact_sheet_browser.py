@@ -77,11 +77,10 @@ def completed_record(bucket: storage.Bucket, tmp_path: Path, kind: str) -> TaskR
         bucket,
         processed.derivatives,
         collection_name="sheet",
-        task_uuid=task_id,
+        task_id=task_id,
         source_bucket_name="renders",
         source_object_name=path,
         source_generation=1,
-        task_id=task_id,
     )
     description = {**processed.description, "path": path, "generation": 1}
     return TaskRecord(

@@ -59,11 +59,10 @@ def store(bucket: storage.Bucket, rendered: RenderDerivatives, generation: int =
         bucket,
         rendered.derivatives,
         collection_name=COLLECTION,
-        task_uuid=TASK_UUID,
+        task_id=TASK_UUID,
         source_bucket_name="renders",
         source_object_name=RENDER_NAME,
         source_generation=generation,
-        task_id="srp-task-1",
         request_id="request-1",
     )
 
@@ -88,7 +87,7 @@ def test_derivatives_are_written_with_names_types_and_metadata(
         assert blob.cache_control == CACHE_CONTROL
         assert blob.metadata == {
             "request_id": "request-1",
-            "task_id": "srp-task-1",
+            "task_id": TASK_UUID,
             "source_bucket": "renders",
             "source_object": RENDER_NAME,
             "source_generation": "1712345678901234",
@@ -151,11 +150,10 @@ def test_a_newer_generation_supersedes_older_ones_but_never_newer_ones(
         bucket,
         rendered.derivatives,
         collection_name=COLLECTION,
-        task_uuid=TASK_UUID,
+        task_id=TASK_UUID,
         source_bucket_name="renders",
         source_object_name=f"render/{COLLECTION}/{TASK_UUID}/render.mp4",
         source_generation=50,
-        task_id="srp-task-1",
     )
 
     deleted = delete_superseded_derivatives(bucket, COLLECTION, TASK_UUID, 200, RENDER_NAME)

@@ -22,9 +22,9 @@ from srp_bundle.derivatives import (
 from srp_bundle.errors import (
     BundleError,
     CorruptImageError,
-    ImageRejectedError,
-    NotPngError,
+    OutputRejectedError,
     TooManyPixelsError,
+    UnknownImageFormatError,
 )
 from srp_bundle.render_outputs import Limits, process_output_file
 from srp_bundle.settings import DerivativeSpec, parse_derivative_specs
@@ -176,7 +176,7 @@ def test_parallel_and_sequential_encoding_give_identical_bytes() -> None:
     [b"", b"hello, this is text and not an image at all", b"<svg></svg>"],
 )
 def test_anything_but_a_known_image_is_rejected_by_its_magic_bytes(not_png: bytes) -> None:
-    with pytest.raises(NotPngError) as raised:
+    with pytest.raises(UnknownImageFormatError) as raised:
         make_derivatives(not_png, DEFAULT_SPECS)
 
     assert raised.value.code == "not_png"
@@ -340,9 +340,9 @@ def test_a_real_highly_compressible_png_over_the_limit_is_refused() -> None:
 
 
 def test_rejections_are_permanent_bundle_errors() -> None:
-    assert issubclass(ImageRejectedError, BundleError)
-    for error in (NotPngError, CorruptImageError, TooManyPixelsError):
-        assert issubclass(error, ImageRejectedError)
+    assert issubclass(OutputRejectedError, BundleError)
+    for error in (UnknownImageFormatError, CorruptImageError, TooManyPixelsError):
+        assert issubclass(error, OutputRejectedError)
         assert error.transient is False
 
 

@@ -28,7 +28,7 @@ from srp_bundle.cli._console import Progress, RateLimiter
 from srp_bundle.cli._submit import positive_float
 from srp_bundle.derivative_store import DERIVATIVES_PREFIX
 from srp_bundle.events import EventPublisher
-from srp_bundle.postprocessing import Outcome, RenderPostprocessor, render_target
+from srp_bundle.postprocessing import PostprocessOutcome, RenderPostprocessor, render_target
 from srp_bundle.task_state import State, utc_now
 from srp_bundle.trigger_events import StorageObject
 
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             error = f"{blob.name}: {type(failure).__name__}: {failure}"
             break
         counts[str(result.outcome)] += 1
-        checkpoint.processed_total += result.outcome != Outcome.IGNORED
+        checkpoint.processed_total += result.outcome != PostprocessOutcome.IGNORED
         checkpoint.save(blob.name)
         progress.advance(note=str(result.outcome))
     progress.finish()
