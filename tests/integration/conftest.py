@@ -34,10 +34,13 @@ from srp_bundle.callback_auth import (
     legacy_callback_token,
     new_callback_nonce,
 )
+from srp_bundle.effects import Effects
 from srp_bundle.events import EventPublisher
 from srp_bundle.outbox import apply_and_publish
+from srp_bundle.settings import load_settings
 from srp_bundle.task_state import Change, TaskRecord, Transition, utc_now
 from srp_bundle.task_store import TaskStore
+from srp_bundle.wiring import Services
 
 SAMPLE_COLLECTION_ID = "3f1c9a52-7d4e-4b8a-9c1e-5a2b7d6e8f01"
 SEED_INPUT = {
@@ -207,6 +210,12 @@ class Pipeline:
         matches = [task for task in self.srp_tasks() if task["id"] == task_id]
         assert matches, f"SRP has no task {task_id}"
         return matches[0]
+
+    def services(
+        self, function_name: str | None = None, effects: Effects | None = None, **overrides: str
+    ) -> Services:
+        """The jobs as a deployed function wires them, on this pipeline's emulators."""
+        return Services(load_settings(function_name, self.env(**overrides)), effects)
 
     def apply(self, request_id: str, change: Change) -> Transition:
         """Apply a change as a function would: commit, then publish its events."""

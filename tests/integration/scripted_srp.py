@@ -22,6 +22,7 @@ from local_stack.srp_emulator.callbacks import (
     callback_request,
     parse_callback_urls,
 )
+from srp_bundle.effects import Effects
 from srp_bundle.srp_client import RetryPolicy, SrpClient
 
 API_KEY = "sk-scripted-key"
@@ -149,6 +150,16 @@ class ScriptedSrp:
         options = self.tasks[task_id].get("render_options") or {}
         targets = parse_callback_urls(options.get("callback_urls"))
         return [callback_request(target, payload) for target in targets]
+
+    def effects(self, **overrides: Any) -> Effects:
+        """The world's effects with this fake as SRP's transport (and no sleeping)."""
+        return Effects(
+            srp_transport=httpx.MockTransport(self.handle), sleep=lambda seconds: None, **overrides
+        )
+
+    def settings_overrides(self) -> dict[str, str]:
+        """What a pipeline's environment needs to point the wired SRP client at this fake."""
+        return {"SRP_API_URL": "https://srp.test", "SRP_API_KEY": API_KEY}
 
     def client(self, api_key: str = API_KEY) -> SrpClient:
         """A client of this fake that never sleeps."""

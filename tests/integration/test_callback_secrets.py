@@ -61,8 +61,8 @@ def message(body: dict[str, Any], message_id: str = "m-1") -> PubsubMessage:
 
 
 def submitter_for(pipeline: Any, srp: ScriptedSrp) -> Submitter:
-    settings = load_settings("submit_task", pipeline.env())
-    return Submitter(settings, pipeline.store, srp.client(), pipeline.events_publisher)
+    """submit_task's job, wired as deployed, with the scripted SRP behind its client."""
+    return pipeline.services("submit_task", srp.effects(), **srp.settings_overrides()).submitter
 
 
 def our_token(pipeline: Any, request_id: str) -> str:
