@@ -9,6 +9,7 @@ The end-to-end tests (tests/e2e) and the fault benchmark (bench/fault_run.py) dr
   submission; a request posts again only if SRP had named none of its earlier tasks by then,
   and no sooner than AMBIGUOUS_SUBMIT_WAIT_SECONDS after its previous POST;
 - no record over 100 KB.
+The checks over records and events are local_stack/invariants.py's, which the simulator uses too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from local_stack.invariants import (
+    completed_not_once,
+    failed_without_reason,
+    is_settled,
+    unaccounted_tasks,
+)
 from local_stack.srp_faults import rate_setting
 from local_stack.stack import LocalStack
 from srp_bundle import settings as bundle_settings
@@ -155,12 +162,10 @@ def audit(
     """Check every invariant of a finished fault run; violations are collected, not raised."""
     result = Audit(states=Counter(str(r.get("state")) for r in records.values()))
     for request_id, record in records.items():
-        if record.get("state") not in ("completed", "failed"):
+        if not is_settled(record):
             result.add("not_final", (request_id, record.get("state")))
-        elif record["state"] == "failed":
-            error = record.get("error") or {}
-            if not (error.get("code") and error.get("message")):
-                result.add("failed_without_reason", request_id)
+        elif failed_without_reason(record):
+            result.add("failed_without_reason", request_id)
         size = len(json.dumps(record, default=str).encode())
         result.largest_record_bytes = max(result.largest_record_bytes, size)
         if size > MAX_RECORD_BYTES:
@@ -179,12 +184,14 @@ def _audit_events(
     except TimeoutError as error:
         result.add("render_completed_missing", str(error))
     time.sleep(0.5)  # room for a duplicate to show up, were there one
-    completed = Counter(
-        e["data"]["request_id"] for e in stack.events() if e["type"] == "render.completed"
-    )
-    for request_id, count in completed.items():
-        if count != 1 or request_id not in completed_ids:
-            result.add("render_completed_not_once", (request_id, count))
+    # Every event received counts, even a redelivery of the same id: the consumer sees it twice.
+    completed = [
+        (str(index), e["data"]["request_id"])
+        for index, e in enumerate(stack.events())
+        if e["type"] == "render.completed"
+    ]
+    for request_id, count in completed_not_once(records, completed):
+        result.add("render_completed_not_once", (request_id, count))
 
 
 def _seconds_between(first: str | None, second: str | None) -> float | None:
@@ -232,11 +239,10 @@ def _audit_srp_tasks(stack: LocalStack, records: dict[str, dict[str, Any]], resu
     by_request: dict[str, list[str]] = {}
     for task_id in sorted(srp_tasks, key=lambda t: posted_at.get(t, "")):
         by_request.setdefault(request_named_by(srp_tasks[task_id]), []).append(task_id)
+    tasks = ((task_id, request) for request, task_ids in by_request.items() for task_id in task_ids)
+    for request_id, count in unaccounted_tasks(records, tasks).items():
+        result.add("more_tasks_than_accounted", (request_id, count))
     for request_id, task_ids in by_request.items():
-        record = records.get(request_id) or {}
-        known = int(bool(record.get("task_id"))) + len(record.get("duplicate_task_ids") or [])
-        if len(task_ids) > known + int(record.get("unconfirmed_submissions") or 0):
-            result.add("more_tasks_than_accounted", (request_id, len(task_ids), known))
         # After a POST whose outcome it could not know, a request waits this long for SRP to
         # name the task before it posts again. Both times below come from the same clock (the
         # emulator logs a POST before the function's wait starts), so this cannot flake.

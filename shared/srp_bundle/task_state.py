@@ -55,6 +55,14 @@ _RANK = {
     State.COMPLETED: 4,
     State.FAILED: 5,
 }
+# The order a record moves in (any state may still fail); the simulator's invariants read it.
+STATE_ORDER: tuple[State, ...] = tuple(sorted(_RANK, key=_RANK.__getitem__))
+
+
+def state_rank(state: State) -> int:
+    """Where `state` stands in STATE_ORDER: a record never moves to a lower rank."""
+    return _RANK[state]
+
 
 # SRP's documented status is `done`; the others are what a task queue reports on the way.
 _STATUS_TO_STATE = {
