@@ -33,19 +33,20 @@ def record_dead_letter(
             SOURCE_SUBSCRIPTION_ATTRIBUTE, "the render-requests subscription"
         ),
     )
+    now = store.clock()
     transition = apply_and_publish(
         store,
         publisher,
         request_id,
         change,
-        received={"kind": "dead_letter", "attempts": change.attempts, "at": store.clock()},
+        received={"kind": "dead_letter", "attempts": change.attempts, "at": now},
         # Never seen by submit_task (every delivery failed before the record was written).
         create=TaskRecord(
             request_id=request_id,
             collection_id="",
             message_digest=digest,
-            created_at=store.clock(),
-            updated_at=store.clock(),
+            created_at=now,
+            updated_at=now,
         ),
     )
     record = transition.record

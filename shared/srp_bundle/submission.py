@@ -181,10 +181,11 @@ class Submitter:
                 lease_seconds=self.lease_seconds,
                 ambiguous_wait_seconds=self.settings.ambiguous_submit_wait_seconds,
                 expired_reason=expired,
-                # A record older than nonces gets one now: from this POST on, tokens are v2.
+                # A record without a nonce (a new one, or one older than nonces) gets it with
+                # its first lease: drawn once, before any POST can carry a token.
                 fresh_nonce=self.new_id(),
             ),
-            create=_new_record(request, now, digest, self.new_id()),
+            create=_new_record(request, now, digest),
             log_if_created=[{"kind": "received", "request": _request_log(request)}],
             secrets_if_created=_callback_secrets(request),
         )
@@ -275,7 +276,7 @@ class Submitter:
             extra=log_fields(request_id=request_id, message_id=message.message_id),
         )
         stub = RenderRequest(request_id=request_id, collection_id="")
-        record = _new_record(stub, now, message_digest(message.data), self.new_id())
+        record = _new_record(stub, now, message_digest(message.data))
         transition = advance(record, TaskFailed(error.code, str(error)), now)
         log = [{"kind": "invalid_message", "message_id": message.message_id}, *transition.log]
         if not self.store.create(transition.record, log, transition.events):
@@ -335,9 +336,7 @@ def _callback_secrets(request: RenderRequest) -> dict[str, Any] | None:
     }
 
 
-def _new_record(
-    request: RenderRequest, now: datetime, digest: str | None, nonce: str
-) -> TaskRecord:
+def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> TaskRecord:
     callbacks = request.callback_urls
     return TaskRecord(
         message_digest=digest,
@@ -353,7 +352,6 @@ def _new_record(
         retry_of=request.retry_of,
         created_at=now,
         updated_at=now,
-        callback_nonce=nonce,
     )
 
 

@@ -267,7 +267,8 @@ class LeaseRequested:
     lease_seconds: float
     ambiguous_wait_seconds: float
     expired_reason: str | None = None
-    # The callback nonce a record without one gets with the lease (records made before nonces).
+    # The callback nonce a record without one gets with its lease (new records, and records
+    # made before nonces existed).
     fresh_nonce: str | None = None
 
 
