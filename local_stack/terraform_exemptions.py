@@ -142,11 +142,11 @@ def query_refusal(
     `filters` are (field, operator), `orders` (field, "ASCENDING" or "DESCENDING"),
     `exempt` (collection, field) pairs without a single-field index; a collection pattern
     may hold `*` (as in local_stack/firestore/indexes.js, the same rule for the emulator).
-    A query on an exempt field has no index to use. Equality filters alone (on any number of fields) are served
-    by merging single-field indexes, and so is one field filtered and ordered alone; any
-    other shape needs a composite index whose fields are the equality fields (any order),
-    then the ordered fields in order (an inequality field is ordered, first, when no order
-    is given).
+    A query on an exempt field has no index to use. Equality filters alone (on any number
+    of fields) are served by merging single-field indexes, and so is one field filtered and
+    ordered alone; any other shape needs a composite index whose fields are the equality
+    fields (any order), then the ordered fields in order (an inequality field is ordered,
+    first, when no order is given).
     """
     named = [field for field, _ in filters] + [field for field, _ in orders]
     for field in named:
