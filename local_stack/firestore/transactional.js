@@ -28,7 +28,7 @@ const {
 const { Empty } = require("@firestore-emulator/proto/dist/google/protobuf/empty");
 const { TimestampFromDate } = require("@firestore-emulator/server");
 const { CommitFaults } = require("./faults");
-const { QueryIndexes } = require("./indexes");
+const { QueryIndexes, QueryRefusedError } = require("./indexes");
 const { IndexExemptions, checkDocument } = require("./limits");
 
 const SERVICE_PATH = "/google.firestore.v1.Firestore";
@@ -408,8 +408,9 @@ function sendUnaryError(callback, error) {
 }
 
 function sendStreamError(call, error) {
-  if (!(error instanceof GrpcError)) console.error(error);
-  const code = error instanceof GrpcError ? error.code : Status.INTERNAL;
+  const known = error instanceof GrpcError || error instanceof QueryRefusedError;
+  if (!known) console.error(error);
+  const code = known ? error.code : Status.INTERNAL;
   call.emit("error", new GrpcError(code, String(error?.message ?? error)));
 }
 
