@@ -213,7 +213,7 @@ def member_pages(
     elif collection_id:
         field, value = "collection_id", collection_id
     else:
-        raise UsageError("name the records: pass --batch and/or --collection-id")
+        raise UsageError("name the records: pass --collection-id and/or --batch")
     cursor: str | None = None
     left = limit
     while left is None or left > 0:

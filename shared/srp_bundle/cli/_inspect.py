@@ -109,7 +109,7 @@ def read_status(store: TaskStore, args: argparse.Namespace, *, with_failures: bo
             refusals=batches.refusals(args.batch),
         )
     if not args.collection_id:
-        raise UsageError("name the records: pass --batch and/or --collection-id")
+        raise UsageError("name the records: pass --collection-id and/or --batch")
     counts = count_by_state(store, args.collection_id)
     return Status(f"collection {args.collection_id}", counts, failures, retried)
 

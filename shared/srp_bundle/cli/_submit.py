@@ -161,7 +161,9 @@ def declare_batch(backend: Backend, topic_path: str, batch_id: str, total: int) 
     """Publish the batch's declaration (total = the file's rows); refuse a conflicting one
     here, before anything is published, with the total already declared."""
     declared = BatchStore(backend.store).get(batch_id)
-    if declared is not None and declared.total not in (None, total):
+    if declared is not None and declared.total == total:
+        return  # declared already (a re-run of the same file)
+    if declared is not None:
         raise UsageError(
             f"batch {batch_id!r} is declared with total {declared.total}, and this file has "
             f"{total} rows: use another --batch for another set of items"
