@@ -29,7 +29,7 @@ def records(emulator_env, unique_name) -> Iterator[firestore.CollectionReference
 def test_a_query_on_an_exempt_field_is_failed_precondition(records) -> None:
     query = records.where(filter=FieldFilter("metadata.batch", "==", "b"))
 
-    with pytest.raises(exceptions.FailedPrecondition, match="metadata.batch.*exempts"):
+    with pytest.raises(exceptions.FailedPrecondition, match=r"metadata\.batch.*exempts"):
         list(query.stream())
 
 

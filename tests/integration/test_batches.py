@@ -134,6 +134,7 @@ def test_an_invalid_declaration_is_recorded_as_failed_with_the_reason(
 
     assert response.status_code == 200
     record = pipeline.wait_for_state(message_id, "failed")
-    assert record.error is not None and "batch.total must be an integer >= 1" in (
-        record.error["message"]
+    assert (
+        record.error is not None
+        and "batch.total must be an integer >= 1" in (record.error["message"])
     )
