@@ -10,6 +10,7 @@ costs one), one per 1,000 entries an aggregation reads, one write per document w
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -75,7 +76,7 @@ def build(members: int, batch_id: str = "drop") -> tuple[Counted, dict[str, floa
             if index % 10 == 0
             else DerivativesReady(RENDER, 1, (), {"kind": "other"})
         )
-        reads, writes = world.cost(lambda: store.apply(request_id, change))
+        reads, writes = world.cost(functools.partial(store.apply, request_id, change))
         check_reads, _ = world.cost(lambda: BatchStore(store).complete_if_done(batch_id))
         finishing[0] += reads + check_reads
         finishing[1] += writes
