@@ -332,7 +332,7 @@ class BatchStore:
             current.done_at = current.updated_at = now
             transaction.set(reference, current.to_document())
             events = [batch_event(current)]
-            self.store.write_outbox(transaction, f"batch:{batch_id}", events)
+            self.store.stage_events(transaction, f"batch:{batch_id}", events)
             return events
 
         events: list[dict[str, Any]] = complete_in(self.store.client.transaction())

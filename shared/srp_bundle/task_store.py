@@ -231,7 +231,7 @@ class TaskStore:
                 BatchStore(self).count_member(transaction, record)
             transaction.create(reference, record.to_document())
             self._write_log(transaction, record.request_id, kept)
-            self.write_outbox(transaction, record.request_id, events)
+            self._write_outbox(transaction, record.request_id, events)
             return True
 
         return bool(create_in(self.client.transaction()))
@@ -291,7 +291,7 @@ class TaskStore:
                 # The record carries the log's counters, so it is written with every entry.
                 transaction.set(reference, transition.record.to_document())
             self._write_log(transaction, request_id, kept)
-            self.write_outbox(transaction, request_id, transition.events)
+            self._write_outbox(transaction, request_id, transition.events)
             if created and secrets_if_created is not None:
                 transaction.set(self.secrets.document(request_id), secrets_if_created)
             return transition
@@ -341,10 +341,16 @@ class TaskStore:
             batch.delete(source)
         batch.commit()
 
-    def write_outbox(
+    def stage_events(
+        self, transaction: firestore.Transaction, key: str, events: Iterable[dict[str, Any]]
+    ) -> None:
+        """Put events in the outbox within another document's transaction (the batch record's):
+        published after its commit, re-published by reconcile as every other event."""
+        self._write_outbox(transaction, key, events)
+
+    def _write_outbox(
         self, transaction: firestore.Transaction, request_id: str, events: Iterable[dict[str, Any]]
     ) -> None:
-        """Stage events in the outbox within `transaction` (published after its commit)."""
         for event in events:
             transaction.set(
                 self.outbox.document(_outbox_id(event["event_id"])),
