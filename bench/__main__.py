@@ -8,7 +8,8 @@ sharp), media (video poster + preview vs bare ffmpeg), submit (submit_task overh
 beyond the SRP round trip), e2e (whole local stack: publish -> completed, and billable
 operations per request), faults (every fault mode at once: counts of the exactly-once
 audit), assets (peak memory of a 1 GiB asset upload, CLI and SRP emulator, against a small
-one). See docs/benchmarks.md.
+one), batches (reads of `status --batch` for 10,000 members against streaming them, on the
+simulator's counted Firestore). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ SECTIONS = (
     "e2e",
     "faults",
     "assets",
+    "batches",
 )
 
 
@@ -167,6 +169,11 @@ def main() -> None:
                 size_mb=256 if quick else 1024, baseline_mb=32, log=log, from_folder=not quick
             )
         )
+    if "batches" in chosen:
+        from bench import batches
+
+        log("batch status reads...")
+        sections.append(batches.run(members=2_000 if quick else 10_000, log=log))
     elapsed = time.monotonic() - started
     print(
         f"bench {'--quick ' if quick else ''}on {platform.node()}: {os.cpu_count()} cores, "

@@ -9,11 +9,13 @@ summary and copies the renders and derivatives to ./local-output/.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,18 +120,30 @@ def _serve(stack: LocalStack) -> int:
 def _demo(stack: LocalStack, *, count: int, timeout: float, output: Path) -> int:
     _print_endpoints(stack)
     inputs = [DEMO_INPUTS[number % len(DEMO_INPUTS)] for number in range(count)]
+    # The requests are one batch: declared first, with its total, like `submit --batch`.
+    batch_id = f"demo-{uuid.uuid4().hex[:8]}"
+    total = count + len(MEDIA_SAMPLES)
+    stack.publish_raw(json.dumps({"batch": {"batch_id": batch_id, "total": total}}).encode())
     request_ids = [
         stack.publish_request(
-            SAMPLE_COLLECTION_UID, input_data, metadata={"token_id": str(number + 1)}
+            SAMPLE_COLLECTION_UID,
+            input_data,
+            metadata={"token_id": str(number + 1)},
+            batch_id=batch_id,
         )
         for number, input_data in enumerate(inputs)
     ]
     # One render of every other kind: a video (with a still), a sound, a 3D model.
     request_ids += [
-        stack.publish_request(collection_uid, input_data, metadata={"token_id": f"{kind}-1"})
+        stack.publish_request(
+            collection_uid, input_data, metadata={"token_id": f"{kind}-1"}, batch_id=batch_id
+        )
         for kind, (collection_uid, input_data) in MEDIA_SAMPLES.items()
     ]
-    print(f"\npublished {len(request_ids)} render requests; progress:", flush=True)
+    print(
+        f"\npublished {len(request_ids)} render requests as batch {batch_id}; progress:",
+        flush=True,
+    )
     started = time.monotonic()
     last_line = ""
 
@@ -149,9 +163,28 @@ def _demo(stack: LocalStack, *, count: int, timeout: float, output: Path) -> int
     print(f"\ncopied {copied} files to {output.resolve()}")
     sheet = _write_contact_sheet(stack, records.values(), output)
     print(f"contact sheet (posters, thumbnails, playing previews): {sheet.resolve()}")
+    done = _batch_done(stack, batch_id, timeout=30.0)
+    print(done or f"batch {batch_id}: no batch.completed yet", flush=True)
     events = Counter(event["type"] for event in stack.events())
     print("events: " + ", ".join(f"{kind} {number}" for kind, number in sorted(events.items())))
-    return 0 if all(record.get("state") == "completed" for record in records.values()) else 1
+    finished = all(record.get("state") == "completed" for record in records.values())
+    return 0 if finished and done else 1
+
+
+def _batch_done(stack: LocalStack, batch_id: str, *, timeout: float) -> str | None:
+    """The batch's done line, from its `batch.completed` event (waiting up to `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for event in stack.events():  # every event seen so far
+            data = event["data"]
+            if event["type"] == "batch.completed" and data.get("batch_id") == batch_id:
+                return (
+                    f"batch {batch_id}: done, total {data['total']}, "
+                    f"completed {data['completed']}, failed {data['failed']}"
+                )
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.5)
 
 
 def _print_summary(request_ids: Sequence[str], records: dict[str, dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from local_stack.processes import REPO_ROOT, ManagedProcess, free_port
+from local_stack.terraform_exemptions import terraform_query_indexes
 
 FIRESTORE_DIR = REPO_ROOT / "local_stack" / "firestore"
 PSTEST_DIR = REPO_ROOT / "local_stack" / "pstest"
@@ -125,6 +126,15 @@ class FirestoreControl:
         result: list[dict[str, str]] = self._call("GET", "/index-exemptions")["exemptions"]
         return result
 
+    def set_query_indexes(self, indexes: Mapping[str, Any]) -> None:
+        """Replace the indexes queries are held to ({"exempt": [...], "composite": [...]})."""
+        self._call("PUT", "/query-indexes", dict(indexes))
+
+    def query_indexes(self) -> dict[str, Any]:
+        """The indexes queries are held to."""
+        result: dict[str, Any] = self._call("GET", "/query-indexes")
+        return result
+
     def set_max_indexed_value_bytes(self, limit: int | None) -> None:
         """The indexed string/bytes limit (1,500 by default); None checks no length."""
         self._call("PUT", "/limits", {"max_indexed_value_bytes": limit})
@@ -166,11 +176,17 @@ class FirestoreEmulator(_Emulator):
         semantics: bool = True,
         faults: Mapping[str, Any] | None = None,
         index_exemptions: Sequence[Mapping[str, str]] = (),
+        query_indexes: Mapping[str, Any] | None = None,
     ) -> None:
+        """`query_indexes` defaults to our Terraform's for a tasks collection of any name:
+        a query production would refuse is refused (FAILED_PRECONDITION) in every test."""
         super().__init__()
         self.semantics = semantics
         self.faults = dict(faults or {})
         self.index_exemptions = [dict(item) for item in index_exemptions]
+        self.query_indexes = dict(
+            terraform_query_indexes() if query_indexes is None else query_indexes
+        )
         self.control_url = ""
         self._control: FirestoreControl | None = None
 
@@ -211,6 +227,7 @@ class FirestoreEmulator(_Emulator):
                 "FIRESTORE_SEMANTICS": "on" if self.semantics else "off",
                 "FIRESTORE_FAULTS": json.dumps(self.faults),
                 "FIRESTORE_INDEX_EXEMPTIONS": json.dumps(self.index_exemptions),
+                "FIRESTORE_QUERY_INDEXES": json.dumps(self.query_indexes),
             },
         ).start()
         self.host = f"127.0.0.1:{port}"

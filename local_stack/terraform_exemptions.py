@@ -1,9 +1,13 @@
-"""The single-field index exemptions our Terraform declares, for the local Firestore to mirror."""
+"""The Firestore indexes our Terraform declares, for the local Firestore and the simulator to
+mirror: single-field exemptions, composite indexes, and the rule by which production refuses
+a query the indexes cannot serve (`query_refusal`).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +97,96 @@ def _for_each(
             }
         )
     return entries
+
+
+def terraform_composite_indexes(
+    variables: Mapping[str, str], path: Path = FIRESTORE_TF
+) -> list[dict[str, Any]]:
+    """`{collection, fields: [{field_path, order}]}` of every google_firestore_index."""
+    with path.open() as handle:
+        parsed = hcl2.load(handle)
+    indexes = []
+    for block in parsed.get("resource", []):
+        for resource_type, by_name in block.items():
+            if resource_type.strip('"') != "google_firestore_index":
+                continue
+            for name, body in by_name.items():
+                where = f"google_firestore_index.{name.strip(chr(34))}"
+                if _literal(body.get("query_scope", "COLLECTION"), {}, where) != "COLLECTION":
+                    continue  # collection-group indexes: the code makes no such query
+                fields = [
+                    {
+                        "field_path": _literal(field["field_path"], variables, where),
+                        "order": _literal(field.get("order", "ASCENDING"), variables, where),
+                    }
+                    for field in body.get("fields", [])
+                ]
+                collection = _literal(body["collection"], variables, where)
+                indexes.append({"collection": collection, "fields": fields})
+    return indexes
+
+
+# Operators production serves from an equality index (several of them merge, no composite).
+_EQUALITY = frozenset({"==", "in", "array_contains", "array-contains", "array_contains_any"})
+
+
+def query_refusal(
+    collection: str,
+    filters: list[tuple[str, str]],
+    orders: list[tuple[str, str]],
+    exempt: frozenset[tuple[str, str]],
+    indexes: list[dict[str, Any]],
+) -> str | None:
+    """Why production Firestore refuses this query (FAILED_PRECONDITION), or None.
+
+    `filters` are (field, operator), `orders` (field, "ASCENDING" or "DESCENDING"),
+    `exempt` (collection, field) pairs without a single-field index; a collection pattern
+    may hold `*` (as in local_stack/firestore/indexes.js, the same rule for the emulator).
+    A query on an exempt field has no index to use. Equality filters alone (on any number
+    of fields) are served by merging single-field indexes, and so is one field filtered and
+    ordered alone; any other shape needs a composite index whose fields are the equality
+    fields (any order), then the ordered fields in order (an inequality field is ordered,
+    first, when no order is given).
+    """
+    named = [field for field, _ in filters] + [field for field, _ in orders]
+    for field in named:
+        if any(
+            fnmatchcase(collection, c) and (field == f or field.startswith(f"{f}."))
+            for c, f in exempt
+        ):
+            return (
+                f"the query on {collection} uses the field {field}, which Terraform exempts "
+                "from indexing (google_firestore_field with an empty index_config): no index "
+                "can serve it"
+            )
+    equality = {field for field, op in filters if op in _EQUALITY}
+    ordered = [(field, order) for field, order in orders if field != "__name__"]
+    inequality = sorted({field for field, op in filters if op not in _EQUALITY})
+    if not ordered:
+        ordered = [(field, "ASCENDING") for field in inequality]
+    if not ordered or (not equality and len({field for field, _ in ordered}) == 1):
+        return None
+    for index in indexes:
+        if not fnmatchcase(collection, index["collection"]):
+            continue
+        fields = [(f["field_path"], f["order"]) for f in index["fields"]]
+        head, tail = fields[: len(equality)], fields[len(equality) :]
+        if {field for field, _ in head} == equality and tail == ordered:
+            return None
+    wanted = ", ".join([*sorted(equality), *(f"{f} {o.lower()}" for f, o in ordered)])
+    return (
+        f"the query on {collection} needs a composite index ({wanted}) that Terraform does "
+        "not declare (google_firestore_index)"
+    )
+
+
+# A tasks collection of any name: what every test's collection is held to by default.
+ANY_TASKS_COLLECTION = {"tasks_collection": "*"}
+
+
+def terraform_query_indexes(variables: Mapping[str, str] = ANY_TASKS_COLLECTION) -> dict[str, Any]:
+    """`{exempt, composite}` for the local Firestore's query check (FIRESTORE_QUERY_INDEXES)."""
+    return {
+        "exempt": terraform_index_exemptions(variables),
+        "composite": terraform_composite_indexes(variables),
+    }

@@ -23,7 +23,11 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from local_stack.terraform_exemptions import terraform_index_exemptions
+from local_stack.terraform_exemptions import (
+    query_refusal,
+    terraform_composite_indexes,
+    terraform_index_exemptions,
+)
 from sim.world import World
 
 MAX_DOCUMENT_BYTES = 1_048_576
@@ -51,11 +55,25 @@ _CONTAINERS = frozenset({dict, list, tuple})
 class Server:
     """The database: documents by path, each with a version bumped on every write."""
 
-    def __init__(self, world: World, *, index_exempt: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        world: World,
+        *,
+        index_exempt: frozenset[str] = frozenset(),
+        indexes: tuple[dict[str, Any], ...] = (),
+    ) -> None:
         self.world = world
         self.collections: dict[Path, dict[str, tuple[int, dict[str, Any]]]] = {}
         self.version = 0
         self.index_exempt = index_exempt
+        # Queries production would refuse (an exempt field, a composite index Terraform
+        # does not declare) are refused here too: FAILED_PRECONDITION.
+        self.exempt_pairs = frozenset(
+            tuple(item.split(".", 1)) for item in index_exempt if "." in item
+        )
+        self.indexes = list(indexes)
+        # Billed reads: one per document read or returned, one per 1,000 aggregated.
+        self.reads = 0
         # Called with (path, before, after, size) for every document a commit changes.
         self.on_write: list[
             Callable[[Path, dict[str, Any] | None, dict[str, Any] | None, int], None]
@@ -133,6 +151,7 @@ class Server:
             raise exceptions.DeadlineExceeded("simulated: read timed out")
         if world.fault("fs_read_fails"):
             raise exceptions.ServiceUnavailable("simulated: read failed")
+        self.reads += 1
         return self.lookup(path)
 
 
@@ -255,6 +274,30 @@ class Query:
             raise exceptions.DeadlineExceeded("simulated: query timed out")
         if self.server.world.fault("fs_read_fails"):
             raise exceptions.ServiceUnavailable("simulated: query failed")
+        found = self._run()
+        self.server.reads += max(1, len(found))
+        return iter(
+            [
+                Snapshot(DocumentReference(self.server, (*self.collection_path, doc_id)), data)
+                for doc_id, data in found
+            ]
+        )
+
+    def sum(self, field: str, alias: str | None = None) -> AggregationQuery:
+        """A `sum` aggregation over the query's results."""
+        return AggregationQuery(self, ((field, alias or field),))
+
+    def _run(self) -> list[tuple[str, dict[str, Any]]]:
+        orders = [(self.order, "ASCENDING")] if self.order else []
+        refusal = query_refusal(
+            self.collection_path[-1],
+            [(f, op) for f, op, _ in self.filters],
+            orders,
+            self.server.exempt_pairs,
+            self.server.indexes,
+        )
+        if refusal is not None:
+            raise exceptions.FailedPrecondition(f"simulated: {refusal}")
         found = []
         for doc_id, data in self.server.documents(self.collection_path):
             if all(_matches(data, f, op, v) for f, op, v in self.filters):
@@ -267,12 +310,43 @@ class Query:
                 found = [item for item in found if item[1][self.order] > self.after]
         if self.limit_to is not None:
             found = found[: self.limit_to]
-        return iter(
+        return found
+
+
+class AggregationResult:
+    """One aggregated value, as the client library names it."""
+
+    def __init__(self, alias: str, value: Any) -> None:
+        self.alias = alias
+        self.value = value
+
+
+class AggregationQuery:
+    """`sum` aggregations over a query (one round trip, one read per 1,000 documents)."""
+
+    def __init__(self, query: Query, sums: tuple[tuple[str, str], ...]) -> None:
+        self.query = query
+        self.sums = sums
+
+    def sum(self, field: str, alias: str | None = None) -> AggregationQuery:
+        """One more sum."""
+        return AggregationQuery(self.query, (*self.sums, (field, alias or field)))
+
+    def get(self, transaction: Any = None) -> list[list[AggregationResult]]:
+        """Run it: `[[result, ...]]` as the client library answers."""
+        server = self.query.server
+        if not server.world.call(FIRESTORE_DEADLINE):
+            raise exceptions.DeadlineExceeded("simulated: aggregation timed out")
+        if server.world.fault("fs_read_fails"):
+            raise exceptions.ServiceUnavailable("simulated: aggregation failed")
+        found = self.query._run()
+        server.reads += max(1, -(-len(found) // 1000))
+        return [
             [
-                Snapshot(DocumentReference(self.server, (*self.collection_path, doc_id)), data)
-                for doc_id, data in found
+                AggregationResult(alias, sum(int(data.get(field) or 0) for _, data in found))
+                for field, alias in self.sums
             ]
-        )
+        ]
 
 
 class CollectionReference(Query):
@@ -452,3 +526,9 @@ def terraform_index_exempt(tasks_collection: str) -> frozenset[str]:
         f"{item['collection']}.{item['field']}"
         for item in terraform_index_exemptions({"tasks_collection": tasks_collection})
     )
+
+
+@functools.cache
+def terraform_indexes(tasks_collection: str) -> tuple[dict[str, Any], ...]:
+    """The composite indexes Terraform declares, read as the local stack reads them."""
+    return tuple(terraform_composite_indexes({"tasks_collection": tasks_collection}))

@@ -95,7 +95,11 @@ class Simulation:
             derivatives_bucket_name=DERIVATIVES_BUCKET,
             derivative_specs=parse_derivative_specs("512:webp,256:png"),
         )
-        self.db = firestore.Server(world, index_exempt=firestore.terraform_index_exempt(TASKS))
+        self.db = firestore.Server(
+            world,
+            index_exempt=firestore.terraform_index_exempt(TASKS),
+            indexes=firestore.terraform_indexes(TASKS),
+        )
         self.storage = Storage(world)
         self.srp = Srp(
             world,

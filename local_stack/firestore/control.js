@@ -4,6 +4,7 @@
 
 const http = require("node:http");
 const { FaultConfigError } = require("./faults");
+const { QueryIndexes } = require("./indexes");
 const { IndexExemptions } = require("./limits");
 
 const MAX_BODY_BYTES = 1_048_576;
@@ -54,6 +55,11 @@ function createControlServer({ semantics, barrier, initialFaults = {} }) {
     "PUT /index-exemptions": (body) => {
       semantics.exemptions = new IndexExemptions(body.exemptions ?? []);
       return { exemptions: semantics.exemptions };
+    },
+    "GET /query-indexes": () => semantics.queryIndexes,
+    "PUT /query-indexes": (body) => {
+      semantics.queryIndexes = new QueryIndexes(body);
+      return semantics.queryIndexes;
     },
     "GET /limits": () => ({ max_indexed_value_bytes: semantics.maxIndexedValueBytes ?? 1500 }),
     "PUT /limits": (body) => {

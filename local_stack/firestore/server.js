@@ -5,7 +5,8 @@
 // The control port serves control.js: the read barrier always, commit faults and index
 // exemptions with the layer.
 // FIRESTORE_FAULTS (JSON) sets the initial commit faults, FIRESTORE_INDEX_EXEMPTIONS (a JSON
-// list of {collection, field}) the single-field index exemptions.
+// list of {collection, field}) the single-field index exemptions, FIRESTORE_QUERY_INDEXES
+// (JSON {exempt, composite}, collections may hold `*`) the indexes queries are held to.
 "use strict";
 
 const { ServerCredentials } = require("@grpc/grpc-js");
@@ -13,6 +14,7 @@ const { FirestoreServer } = require("@firestore-emulator/server");
 const { ReadBarrier, installReadBarrier } = require("./barrier");
 const { createControlServer } = require("./control");
 const { CommitFaults } = require("./faults");
+const { QueryIndexes } = require("./indexes");
 const { IndexExemptions } = require("./limits");
 const { installTransactionalSemantics } = require("./transactional");
 
@@ -37,6 +39,7 @@ async function main() {
           exemptions: new IndexExemptions(
             JSON.parse(process.env.FIRESTORE_INDEX_EXEMPTIONS || "[]"),
           ),
+          queryIndexes: new QueryIndexes(JSON.parse(process.env.FIRESTORE_QUERY_INDEXES || "{}")),
         });
   const barrier = new ReadBarrier();
   installReadBarrier(server, barrier);

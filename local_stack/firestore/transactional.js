@@ -28,6 +28,7 @@ const {
 const { Empty } = require("@firestore-emulator/proto/dist/google/protobuf/empty");
 const { TimestampFromDate } = require("@firestore-emulator/server");
 const { CommitFaults } = require("./faults");
+const { QueryIndexes, QueryRefusedError } = require("./indexes");
 const { IndexExemptions, checkDocument } = require("./limits");
 
 const SERVICE_PATH = "/google.firestore.v1.Firestore";
@@ -81,6 +82,8 @@ class TransactionalSemantics {
     this.waiters = new Set();
     // Production's data limits and the commit faults; the control server changes them.
     this.exemptions = options.exemptions ?? new IndexExemptions();
+    // The indexes a query may use (Terraform's); a query they cannot serve is refused.
+    this.queryIndexes = options.queryIndexes ?? new QueryIndexes();
     this.maxIndexedValueBytes = options.maxIndexedValueBytes;
     this.faults = options.faults ?? new CommitFaults();
   }
@@ -405,8 +408,9 @@ function sendUnaryError(callback, error) {
 }
 
 function sendStreamError(call, error) {
-  if (!(error instanceof GrpcError)) console.error(error);
-  const code = error instanceof GrpcError ? error.code : Status.INTERNAL;
+  const known = error instanceof GrpcError || error instanceof QueryRefusedError;
+  if (!known) console.error(error);
+  const code = known ? error.code : Status.INTERNAL;
   call.emit("error", new GrpcError(code, String(error?.message ?? error)));
 }
 
@@ -500,6 +504,7 @@ function installTransactionalSemantics(firestoreServer, options = {}) {
   ]) {
     replace(method, (upstreamHandler) => (call) => {
       try {
+        semantics.queryIndexes.check(queryOf(call.request), semantics.exemptions);
         const { transaction } = semantics.transactionForRead(call.request);
         if (transaction) {
           semantics.rememberQuery(transaction, call.request.parent, queryOf(call.request));

@@ -30,6 +30,7 @@ class EventType(StrEnum):
     TASK_STATUS_CHANGED = "task.status_changed"
     TASK_FAILED = "task.failed"
     RENDER_COMPLETED = "render.completed"
+    BATCH_COMPLETED = "batch.completed"
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from srp_bundle.batches import BatchStore, batch_ids_finished
 from srp_bundle.events import EventPublisher, PublishOutcome
 from srp_bundle.log import bind, get_logger, log_fields
 from srp_bundle.task_state import Change, TaskRecord, Transition
@@ -45,11 +46,16 @@ def publish_transition(
     """Publish the events one transition decided, then delete them from the outbox.
 
     Only this transition's own events: a concurrent invocation never publishes them, so
-    normal operation publishes each event once.
+    normal operation publishes each event once. A member of a batch that reached its final
+    state then checks whether its batch is done (`batch.completed`, decided once).
     """
     if events:
         with bind(request_id=request_id):
             _settle(store, publisher.publish(events))
+    for batch_id in batch_ids_finished(events):
+        done = BatchStore(store).complete_if_done(batch_id)
+        if done:
+            _settle(store, publisher.publish(done))
 
 
 def republish_pending(store: TaskStore, publisher: EventPublisher, decided_before: datetime) -> int:
@@ -58,6 +64,19 @@ def republish_pending(store: TaskStore, publisher: EventPublisher, decided_befor
     if events:
         _settle(store, publisher.publish(events))
     return len(events)
+
+
+def complete_open_batches(store: TaskStore, publisher: EventPublisher, limit: int = 100) -> int:
+    """Check the open batches once more (a done check lost with its invocation); how many
+    were done."""
+    batches = BatchStore(store)
+    done = 0
+    for batch_id in batches.open_batches(limit):
+        events = batches.complete_if_done(batch_id)
+        if events:
+            _settle(store, publisher.publish(events))
+            done += 1
+    return done
 
 
 def _settle(store: TaskStore, outcome: PublishOutcome) -> None:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from srp_bundle.errors import SrpError, SrpNotFoundError, SrpRateLimitedError
 from srp_bundle.log import get_logger, log_fields
-from srp_bundle.outbox import apply_and_publish, republish_pending
+from srp_bundle.outbox import apply_and_publish, complete_open_batches, republish_pending
 from srp_bundle.render_listing import RenderFolder, trusted_output_files
 from srp_bundle.settings import Settings
 from srp_bundle.submission import SubmissionDeferredError, SubmissionOutcome, Submitter
@@ -118,6 +118,7 @@ class Reconciler:
         counts["events_republished"] += republish_pending(
             self.store, self.publisher, now - self.outbox_grace
         )
+        counts["batches_done"] += complete_open_batches(self.store, self.publisher)
         logger.info("reconcile run", extra=log_fields(**{k: counts[k] for k in _COUNT_NAMES}))
         return counts
 
@@ -228,6 +229,7 @@ class Reconciler:
 
 _COUNT_NAMES = (
     "checked",
+    "batches_done",
     "advanced",
     "completed",
     "failed",

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from srp_bundle.batches import BatchDeclaration, check_batch_id, parse_declaration
 from srp_bundle.callback_policy import (
     DEFAULT_CALLBACK_POLICY,
     CallbackPolicy,
@@ -32,6 +33,7 @@ _KNOWN_KEYS = {
     "callback_urls",
     "metadata",
     "retry_of",
+    "batch_id",
 }
 
 
@@ -51,6 +53,7 @@ class RenderRequest:
     callback_urls: tuple[CallbackUrl, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     retry_of: str | None = None
+    batch_id: str | None = None
 
     @property
     def input_data(self) -> dict[str, Any]:
@@ -91,6 +94,29 @@ def message_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def batch_id_hint(data: bytes) -> str | None:
+    """The valid batch id a (possibly invalid) render request names, or None."""
+    try:
+        body = parse_json(
+            data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
+        )
+        return check_batch_id(body.get("batch_id"))
+    except (AttributeError, InvalidMessageError):
+        return None
+
+
+def parse_message(
+    data: bytes, message_id: str, *, callback_policy: CallbackPolicy = DEFAULT_CALLBACK_POLICY
+) -> RenderRequest | BatchDeclaration:
+    """A render-requests message: a batch declaration (`{"batch": ...}`) or a render request."""
+    body = _message_body(data)
+    if "batch" in body:
+        declaration = parse_declaration(body)
+        check_storable(declaration.metadata, "batch.metadata")
+        return declaration
+    return _render_request(body, data, message_id, callback_policy)
+
+
 def parse_render_request(
     data: bytes, message_id: str, *, callback_policy: CallbackPolicy = DEFAULT_CALLBACK_POLICY
 ) -> RenderRequest:
@@ -99,12 +125,22 @@ def parse_render_request(
     Producer callbacks must pass `check_producer_callbacks` under `callback_policy` (the
     deployment's ALLOW_LOCAL_HTTP_CALLBACKS and FORWARD_PRODUCER_CALLBACKS).
     """
+    return _render_request(_message_body(data), data, message_id, callback_policy)
+
+
+def _message_body(data: bytes) -> dict[str, Any]:
     body = parse_json(
         data, what="message data", max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_MESSAGE_DEPTH
     )
     _refuse_non_finite_numbers(body)
     if not isinstance(body, dict):
         raise InvalidMessageError(f"message data must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _render_request(
+    body: dict[str, Any], data: bytes, message_id: str, callback_policy: CallbackPolicy
+) -> RenderRequest:
     try:
         # Lone surrogates (a "\ud800" escape) decode, but can never be stored; input_data
         # is kept and sent as text, escapes included.
@@ -141,6 +177,7 @@ def parse_render_request(
     callback_urls = parse_callback_urls(body.get("callback_urls"))
     check_producer_callbacks(callback_urls, callback_policy)
     retry_of = body.get("retry_of")
+    batch_id = body.get("batch_id")
     return RenderRequest(
         request_id=check_request_id(body["request_id"]) if "request_id" in body else message_id,
         collection_id=collection_id,
@@ -149,6 +186,7 @@ def parse_render_request(
         callback_urls=callback_urls,
         metadata=metadata,
         retry_of=None if retry_of is None else check_request_id(retry_of, "retry_of"),
+        batch_id=None if batch_id is None else check_batch_id(batch_id),
     )
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from srp_bundle.batches import BatchDeclaration, BatchStore
 from srp_bundle.callback_auth import CallbackSigner, new_callback_nonce
 from srp_bundle.callback_policy import CallbackPolicy, check_producer_callbacks
 from srp_bundle.errors import BundleError, CallbackRefusedError, InvalidMessageError, SrpError
@@ -33,8 +34,9 @@ from srp_bundle.outbox import apply_and_publish, publish_transition
 from srp_bundle.redaction import header_values, without_header_values
 from srp_bundle.render_requests import (
     RenderRequest,
+    batch_id_hint,
     message_digest,
-    parse_render_request,
+    parse_message,
     request_id_hint,
 )
 from srp_bundle.settings import Settings
@@ -74,6 +76,9 @@ class SubmissionOutcome(StrEnum):
     ALREADY_SUBMITTED = "already_submitted"
     ALREADY_FINAL = "already_final"
     FAILED = "failed"
+    # A batch declaration (batches), not a render request.
+    BATCH_DECLARED = "batch_declared"
+    BATCH_REFUSED = "batch_refused"
 
 
 class SubmissionDeferredError(BundleError):
@@ -121,11 +126,13 @@ class Submitter:
         """Handle one delivery; raise only for transient failures (the message is redelivered)."""
         now = self.clock()
         try:
-            request = parse_render_request(
+            request = parse_message(
                 message.data, message.message_id, callback_policy=self.callback_policy
             )
         except InvalidMessageError as error:
             return self._reject(message, error, now)
+        if isinstance(request, BatchDeclaration):
+            return self._declare(request, message)
         with bind(request_id=request.request_id):
             attempt = self.new_id()
             claim = self._claim(
@@ -137,6 +144,16 @@ class Submitter:
             if claim.lease != LeaseVerdict.TAKEN:
                 return self._declined(claim)
             return self._post(request, attempt, claim.record)
+
+    def _declare(self, declaration: BatchDeclaration, message: PubsubMessage) -> SubmissionResult:
+        """Record a batch's total (a conflicting one is refused with the reason), and publish
+        `batch.completed` if its members are all final already."""
+        with bind(batch_id=declaration.batch_id):
+            outcome = BatchStore(self.store).declare(declaration, message_digest(message.data))
+            publish_transition(self.store, self.publisher, "", outcome.events)
+        if not outcome.accepted:
+            return SubmissionResult(SubmissionOutcome.BATCH_REFUSED, None)
+        return SubmissionResult(SubmissionOutcome.BATCH_DECLARED, None)
 
     def resubmit(self, record: TaskRecord) -> SubmissionResult:
         """Re-drive a record stuck before submission, under the same lease rules as `submit`."""
@@ -275,7 +292,9 @@ class Submitter:
             error,
             extra=log_fields(request_id=request_id, message_id=message.message_id),
         )
-        stub = RenderRequest(request_id=request_id, collection_id="")
+        stub = RenderRequest(
+            request_id=request_id, collection_id="", batch_id=batch_id_hint(message.data)
+        )
         record = _new_record(stub, now, message_digest(message.data))
         transition = advance(record, TaskFailed(error.code, str(error)), now)
         log = [{"kind": "invalid_message", "message_id": message.message_id}, *transition.log]
@@ -323,6 +342,7 @@ class Submitter:
             callback_urls=parse_callback_urls(self.store.producer_callbacks(record)),
             metadata=record.metadata,
             retry_of=record.retry_of,
+            batch_id=record.batch_id,
         )
 
 
@@ -350,6 +370,7 @@ def _new_record(request: RenderRequest, now: datetime, digest: str | None) -> Ta
         callback_headers_kept_apart=bool(header_values(callbacks)),
         metadata=request.metadata,
         retry_of=request.retry_of,
+        batch_id=request.batch_id,
         created_at=now,
         updated_at=now,
     )

@@ -139,6 +139,8 @@ class TaskRecord:
     callback_headers_kept_apart: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     retry_of: str | None = None
+    # The batch this request is a member of (indexed: `batch_id == X and state == S`).
+    batch_id: str | None = None
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
     # Submission bookkeeping: who may POST now, and whether an earlier POST may have landed.
@@ -197,6 +199,7 @@ class TaskRecord:
             "collection_id": self.collection_id,
             "state": str(self.state),
             "status": self.status,
+            "batch_id": self.batch_id,
         }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from srp_bundle.batches import BatchStore
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.redaction import header_values
 from srp_bundle.srp_models import parse_callback_urls
@@ -226,6 +227,8 @@ class TaskStore:
             if reference.get(transaction=transaction).exists:
                 return False
             kept = capped_log(record, list(log))
+            if record.is_terminal and record.batch_id is not None:
+                BatchStore(self).count_member(transaction, record)
             transaction.create(reference, record.to_document())
             self._write_log(transaction, record.request_id, kept)
             self._write_outbox(transaction, record.request_id, events)
@@ -264,6 +267,7 @@ class TaskStore:
             else:
                 raise RecordNotFoundError(request_id)
             now = self.clock()
+            was_terminal = record.is_terminal
             transition = advance(record, change, now)
             if transition.attached_task_id is not None:
                 pending = self.renders.document(transition.attached_task_id).get(
@@ -279,6 +283,10 @@ class TaskStore:
             if received is not None:
                 log.append(received)
             kept = capped_log(transition.record, log)
+            final = transition.record
+            if final.batch_id is not None and final.is_terminal and not was_terminal:
+                # The one place a member reaches its final state: it counts here, once.
+                BatchStore(self).count_member(transaction, final)
             if transition.changed or created or kept or len(kept) < len(log):
                 # The record carries the log's counters, so it is written with every entry.
                 transaction.set(reference, transition.record.to_document())
@@ -332,6 +340,13 @@ class TaskStore:
             batch.set(self.parked.document(_outbox_id(event_id)), parked)
             batch.delete(source)
         batch.commit()
+
+    def stage_events(
+        self, transaction: firestore.Transaction, key: str, events: Iterable[dict[str, Any]]
+    ) -> None:
+        """Put events in the outbox within another document's transaction (the batch record's):
+        published after its commit, re-published by reconcile as every other event."""
+        self._write_outbox(transaction, key, events)
 
     def _write_outbox(
         self, transaction: firestore.Transaction, request_id: str, events: Iterable[dict[str, Any]]

@@ -293,9 +293,11 @@ def test_submit_watch_backfill_export_and_show_a_batch(cli, tmp_path, capsys, un
     assert code == 0, err
     assert "3 published, 0 skipped (already recorded), 0 failed" in out
     assert "submit [" in err  # the progress bar's final line
-    bodies = cli.deliver_published(3)
-    assert {body["request_id"] for body in bodies} == request_ids
-    assert all(body["metadata"]["batch"] == batch for body in bodies)
+    bodies = cli.deliver_published(4)
+    assert {"batch": {"batch_id": batch, "total": 3}} in bodies  # the declaration
+    members = [body for body in bodies if "request_id" in body]
+    assert {body["request_id"] for body in members} == request_ids
+    assert all(body["batch_id"] == batch for body in members)
 
     code, out, _ = run(capsys, *submit)  # resumable: every id already has a record
     assert code == 0
@@ -305,12 +307,13 @@ def test_submit_watch_backfill_export_and_show_a_batch(cli, tmp_path, capsys, un
     code, out, _ = run(capsys, "status", "--batch", batch, "--json")
     status = json.loads(out)
     assert code == 0
-    assert (status["total"], status["active"], status["counts"]["rendered"]) == (3, 3, 3)
+    assert (status["total"], status["finished"], status["done"]) == (3, 0, False)
+    assert status["batch"]["state"] == "open"
 
     code, _, err = run(capsys, "status", "--batch", batch, "--watch", "--interval", "0.2",
                        "--timeout", "0.5")  # fmt: skip
     assert code == 1  # nothing post-processed yet: the watch gives up, saying so
-    assert "still active after 0.5s: 3" in err
+    assert "not done after 0.5s: 3 still active" in err
 
     # Backfill: a dry run changes nothing, then two bounded runs resume from the checkpoint.
     code, out, _ = run(capsys, "backfill", "--batch", batch, "--limit", "10", "--dry-run")
@@ -336,7 +339,7 @@ def test_submit_watch_backfill_export_and_show_a_batch(cli, tmp_path, capsys, un
 
     code, out, err = run(capsys, "status", "--batch", batch, "--watch", "--interval", "0.2")
     assert code == 0
-    assert "completed        3" in out and "active           0" in out
+    assert f"batch {batch}: done, total 3, completed 3, failed 0" in out
     assert "finished [########################]  3/3  100%  completed 3" in err
 
     # Export: a CSV manifest, a JSON one on stdout, and the contact sheet.
@@ -377,7 +380,7 @@ def test_submit_watch_backfill_export_and_show_a_batch(cli, tmp_path, capsys, un
     code, out, _ = run(capsys, "show", explicit_id, "--json")
     shown = json.loads(out)
     assert shown["record"]["request_id"] == explicit_id
-    assert shown["record"]["metadata"]["batch"] == batch
+    assert shown["record"]["batch_id"] == batch
     kinds = [event["kind"] for event in shown["events"]]
     assert "transition" in kinds and "derivatives" in kinds
 
@@ -420,13 +423,14 @@ def test_retry_re_drives_failed_requests_as_linked_requests(
     code, _, _ = run(capsys, "submit", str(source), "--collection-id", SAMPLE_COLLECTION_ID,
                      "--batch", batch)  # fmt: skip
     assert code == 0
-    cli.deliver_published(2)
+    cli.deliver_published(3)  # the declaration and the two requests
     cli.wait_for_states(originals, State.FAILED)
     cli.pipeline.srp.control.set_faults()
 
     code, out, _ = run(capsys, "status", "--batch", batch)
     assert code == 1
-    assert "failed requests (2):" in out
+    assert f"batch {batch}: done, total 2, completed 0, failed 2" in out
+    assert "failed requests (first 2, by request id):" in out
     assert out.count("srp_render_failed") == 2
 
     code, out, _ = run(capsys, "retry", "--batch", batch, "--dry-run")
@@ -446,13 +450,15 @@ def test_retry_re_drives_failed_requests_as_linked_requests(
         (f"{original}-retry1", original) for original in originals
     }
     retries = cli.wait_for_states([f"{o}-retry1" for o in originals], State.RENDERED)
-    assert all(record.metadata["batch"] == batch for record in retries)
+    assert all(record.batch_id == batch for record in retries)
 
     code, out, _ = run(capsys, "status", "--batch", batch, "--json")
     status = json.loads(out)
-    assert code == 0  # every failure has a retry
-    assert status["failed"] == []
-    assert status["retried"] == {original: f"{original}-retry1" for original in originals}
+    assert code == 1  # the retries are still rendering: no item is completed yet
+    assert status["unresolved_failures"] == 2
+    assert {(f["request_id"], f["retried_as"]) for f in status["failed"]} == {
+        (original, f"{original}-retry1") for original in originals
+    }
 
     code, out, _ = run(capsys, "retry", "--batch", batch, "--yes")
     assert code == 0

@@ -517,13 +517,30 @@ def test_scaling_is_a_variable_for_every_function(bundle_module: TerraformConfig
     )
 
 
-def test_firestore_index_and_no_ttl_policy_nothing_writes(bundle_module: TerraformConfig) -> None:
-    (index,) = bundle_module.resources_of_type("google_firestore_index").values()
-    assert index["collection"] == "${var.tasks_collection}"
-    assert [(field["field_path"], field["order"]) for field in index["fields"]] == [
-        ("state", "ASCENDING"),
-        ("updated_at", "ASCENDING"),
-    ]
+def test_firestore_indexes_and_no_ttl_policy_nothing_writes(
+    bundle_module: TerraformConfig,
+) -> None:
+    indexes = bundle_module.resources_of_type("google_firestore_index")
+    fields = {
+        name: [(field["field_path"], field["order"]) for field in index["fields"]]
+        for name, index in indexes.items()
+    }
+    assert fields == {
+        "tasks_by_state_and_update": [("state", "ASCENDING"), ("updated_at", "ASCENDING")],
+        "tasks_by_batch_and_state": [
+            ("batch_id", "ASCENDING"),
+            ("state", "ASCENDING"),
+            ("request_id", "ASCENDING"),
+        ],
+        "tasks_by_collection_and_state": [
+            ("collection_id", "ASCENDING"),
+            ("state", "ASCENDING"),
+            ("request_id", "ASCENDING"),
+        ],
+    }
+    for index in indexes.values():
+        assert index["collection"] == "${var.tasks_collection}"
+        assert index["query_scope"] == "COLLECTION"
     assert (
         bundle_module.variables["tasks_collection"]["default"] == settings.DEFAULT_TASKS_COLLECTION
     )

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as api_exceptions
 
 from srp_bundle.errors import ConfigurationError
 from srp_bundle.settings import Settings, load_settings
-from srp_bundle.task_state import TaskRecord
+from srp_bundle.task_state import State, TaskRecord
 from srp_bundle.task_store import TaskStore
 from srp_bundle.wiring import Services
 
@@ -187,35 +187,68 @@ def guarded(where: str, call: Callable[[], _T]) -> _T:
 # ---- selecting records ----------------------------------------------------------------
 
 
-def select_records(
-    store: TaskStore, *, collection_id: str | None, batch: str | None
-) -> list[TaskRecord]:
-    """Records of a collection and/or a batch (`metadata.batch`), ordered by request id."""
+PAGE_SIZE = 500
+
+
+def member_pages(
+    store: TaskStore,
+    *,
+    collection_id: str | None,
+    batch: str | None,
+    state: State,
+    page_size: int = PAGE_SIZE,
+    limit: int | None = None,
+) -> Iterator[list[TaskRecord]]:
+    """The records of a batch (else a collection) in `state`, a page at a time, by request id.
+
+    Each page is one indexed query, `batch_id == X and state == S and request_id > cursor`
+    ordered by request id (Terraform's `tasks_by_batch_and_state`; `collection_id` uses
+    `tasks_by_collection_and_state`): memory holds one page, whatever the batch's size.
+    With both, the batch is queried and other collections' members are left out.
+    """
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    if not collection_id and not batch:
-        raise UsageError("name the records: pass --collection-id and/or --batch")
-    query: Any = store.records
-    if collection_id:
-        query = query.where(filter=FieldFilter("collection_id", "==", collection_id))
-    documents: list[dict[str, Any]]
     if batch:
-        try:
-            batch_query = query.where(filter=FieldFilter("metadata.batch", "==", batch))
-            documents = [s.to_dict() for s in batch_query.stream()]
-        except (api_exceptions.Unknown, api_exceptions.MethodNotImplemented) as error:
-            # The local Firestore emulator cannot filter on a nested field; Firestore can.
-            if "not implemented" not in str(error).lower():
-                raise
-            documents = [
-                document
-                for document in (s.to_dict() for s in query.stream())
-                if (document.get("metadata") or {}).get("batch") == batch
-            ]
+        field, value = "batch_id", batch
+    elif collection_id:
+        field, value = "collection_id", collection_id
     else:
-        documents = [s.to_dict() for s in query.stream()]
-    records = [TaskRecord.from_document(document) for document in documents]
-    return sorted(records, key=lambda record: record.request_id)
+        raise UsageError("name the records: pass --collection-id and/or --batch")
+    cursor: str | None = None
+    left = limit
+    while left is None or left > 0:
+        size = page_size if left is None else min(page_size, left)
+        query: Any = store.records.where(filter=FieldFilter(field, "==", value)).where(
+            filter=FieldFilter("state", "==", str(state))
+        )
+        if cursor is not None:
+            query = query.where(filter=FieldFilter("request_id", ">", cursor))
+        snapshots = list(query.order_by("request_id").limit(size).stream())
+        page = [TaskRecord.from_document(s.to_dict()) for s in snapshots]
+        if not page:
+            return
+        cursor = page[-1].request_id
+        if left is not None:
+            left -= len(page)
+        kept = [r for r in page if not collection_id or r.collection_id == collection_id]
+        if kept:
+            yield kept
+        if len(page) < size:
+            return
+
+
+def count_by_state(store: TaskStore, collection_id: str) -> dict[str, int]:
+    """Records of a collection per state: one count aggregation each (equality filters only,
+    served by single-field indexes; one read per 1,000 records counted)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    counts = {}
+    for state in State:
+        query: Any = store.records.where(
+            filter=FieldFilter("collection_id", "==", collection_id)
+        ).where(filter=FieldFilter("state", "==", str(state)))
+        counts[str(state)] = int(query.count(alias="n").get()[0][0].value)
+    return counts
 
 
 def existing_request_ids(store: TaskStore, request_ids: list[str], chunk: int = 300) -> set[str]:

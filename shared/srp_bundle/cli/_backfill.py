@@ -190,7 +190,7 @@ def _skip_reason(
         return "without a record"
     if args.collection_id and record.collection_id != args.collection_id:
         return "of other collections"
-    if args.batch and (record.metadata or {}).get("batch") != args.batch:
+    if args.batch and record.batch_id != args.batch:
         return "of other batches"
     if any(file.get("path") == render.name for file in record.files) or (
         record.derivatives and not record.files  # a record from before per-file results

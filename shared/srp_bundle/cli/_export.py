@@ -14,14 +14,16 @@ import csv
 import functools
 import hashlib
 import html
-import io
 import json
+import shutil
 import sys
+import textwrap
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
-from srp_bundle.cli._backend import Backend, guarded, select_records
+from srp_bundle.cli._backend import Backend, guarded, member_pages
 from srp_bundle.cli._console import Progress
 from srp_bundle.cli._inspect import json_default
 from srp_bundle.task_state import State, TaskRecord, utc_now
@@ -68,42 +70,76 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the manifest and, if asked, the contact sheet."""
+    """Write the manifest and, if asked, the contact sheet, a page of records at a time."""
     manifest_format = args.format or (
         "json" if args.output is not None and args.output.suffix.lower() == ".json" else "csv"
     )
     backend = Backend(args)
-    records = [
-        record
-        for record in select_records(
-            backend.store, collection_id=args.collection_id, batch=args.batch
-        )
-        if record.state == State.COMPLETED
-    ]
+    pages = member_pages(
+        backend.store, collection_id=args.collection_id, batch=args.batch, state=State.COMPLETED
+    )
     renders_bucket_name = backend.settings.renders_bucket_name
     derivatives_bucket_name = backend.settings.derivatives_bucket_name
-    render_hashes: dict[str, str] = {}
-    if args.hash_renders:
-        renders_bucket = backend.bucket("RENDERS_BUCKET")
-        render_hashes = _hash_renders(renders_bucket, records)
-
-    entries = [
-        _manifest_entry(r, renders_bucket_name, derivatives_bucket_name, render_hashes)
-        for r in records
-    ]
-    text = _as_json(entries) if manifest_format == "json" else _as_csv(entries)
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"manifest: {args.output} ({len(entries)} completed renders)", file=sys.stderr)
-
-    missing = 0
+    renders_bucket = backend.bucket("RENDERS_BUCKET") if args.hash_renders else None
+    sheet = None
     if args.contact_sheet is not None:
-        derivatives_bucket = backend.bucket("DERIVATIVES_BUCKET")
-        missing = write_contact_sheet(args.contact_sheet, records, derivatives_bucket)
-        print(f"contact sheet: {args.contact_sheet} ({len(records) - missing} thumbnails)")
+        sheet = ContactSheet(args.contact_sheet, backend.bucket("DERIVATIVES_BUCKET"))
+    output = (
+        sys.stdout if args.output is None else args.output.open("w", encoding="utf-8", newline="")
+    )
+    manifest = ManifestWriter(output, manifest_format)
+    exported = 0
+    try:
+        for page in pages:
+            hashes = _hash_renders(renders_bucket, page) if renders_bucket is not None else {}
+            for record in page:
+                manifest.write(
+                    _manifest_entry(record, renders_bucket_name, derivatives_bucket_name, hashes)
+                )
+                if sheet is not None:
+                    sheet.add(record)
+            exported += len(page)
+        manifest.close()
+    finally:
+        if output is not sys.stdout:
+            output.close()
+    if args.output is not None:
+        print(f"manifest: {args.output} ({exported} completed renders)", file=sys.stderr)
+    missing = 0
+    if sheet is not None:
+        missing = sheet.close()
+        print(f"contact sheet: {args.contact_sheet} ({exported - missing} thumbnails)")
     return 1 if missing else 0
+
+
+class ManifestWriter:
+    """The manifest as CSV lines or one JSON document, written entry by entry."""
+
+    def __init__(self, output: TextIO, manifest_format: str) -> None:
+        self.output = output
+        self.format = manifest_format
+        self.entries = 0
+        if manifest_format == "json":
+            generated = json.dumps(utc_now().isoformat())
+            output.write(f'{{\n  "generated_at": {generated},\n  "renders": [')
+        else:
+            self.csv = csv.DictWriter(output, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            self.csv.writeheader()
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """One completed render."""
+        if self.format == "json":
+            text = json.dumps(entry, indent=2, sort_keys=True, default=json_default)
+            separator = "," if self.entries else ""
+            self.output.write(separator + "\n" + textwrap.indent(text, "    "))
+        else:
+            _write_csv_entry(self.csv, entry)
+        self.entries += 1
+
+    def close(self) -> None:
+        """End the document."""
+        if self.format == "json":
+            self.output.write("\n  ]\n}\n" if self.entries else "]\n}\n")
 
 
 def _render_path(record: TaskRecord) -> str | None:
@@ -132,29 +168,18 @@ def _manifest_entry(
     }
 
 
-def _as_json(entries: list[dict[str, Any]]) -> str:
-    document = {"generated_at": utc_now().isoformat(), "renders": entries}
-    return json.dumps(document, indent=2, sort_keys=True, default=json_default) + "\n"
-
-
-def _as_csv(entries: list[dict[str, Any]]) -> str:
+def _write_csv_entry(writer: csv.DictWriter[str], entry: dict[str, Any]) -> None:
     """One line per file: the render, each derivative, each other file of the folder."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for entry in entries:
-        common = {k: entry[k] for k in ("request_id", "task_id", "collection_id")}
-        writer.writerow({**common, "kind": "render", **entry["render"]})
-        for derivative in entry["derivatives"]:
-            writer.writerow({**common, "kind": "derivative", **derivative})
-        for other in entry["other_files"]:
-            writer.writerow(
-                {**common, "kind": "file", "format": other.get("content_type"), **other}
-            )
-    return buffer.getvalue()
+    common = {k: entry[k] for k in ("request_id", "task_id", "collection_id")}
+    writer.writerow({**common, "kind": "render", **entry["render"]})
+    for derivative in entry["derivatives"]:
+        writer.writerow({**common, "kind": "derivative", **derivative})
+    for other in entry["other_files"]:
+        writer.writerow({**common, "kind": "file", "format": other.get("content_type"), **other})
 
 
 def _hash_renders(renders_bucket: Any, records: list[TaskRecord]) -> dict[str, str]:
+    """sha256 of each record's render (one page of records)."""
     hashes: dict[str, str] = {}
     progress = Progress("hash renders", len(records))
     for record in records:
@@ -188,30 +213,43 @@ def preview(record: TaskRecord) -> dict[str, Any] | None:
     return next((d for d in record.derivatives if d.get("role") == "preview"), None)
 
 
-def write_contact_sheet(path: Path, records: list[TaskRecord], derivatives_bucket: Any) -> int:
+def write_contact_sheet(path: Path, records: Iterable[TaskRecord], derivatives_bucket: Any) -> int:
     """Write the page, its stills and previews; return how many pictured records lack a still."""
-    folder = path.with_name(f"{path.stem}_files")
-    folder.mkdir(parents=True, exist_ok=True)
-    figures = []
-    missing = 0
-    progress = Progress("thumbnails", len(records))
-
-    def fetch(derivative: dict[str, Any], name: str) -> str:
-        extension = Path(derivative["path"]).suffix or ".img"
-        local = folder / f"{name}{extension}"
-        blob = derivatives_bucket.blob(derivative["path"])
-        guarded("the derivatives bucket", functools.partial(blob.download_to_filename, str(local)))
-        return quote(f"{folder.name}/{local.name}")
-
+    sheet = ContactSheet(path, derivatives_bucket)
     for record in records:
-        progress.advance()
+        sheet.add(record)
+    return sheet.close()
+
+
+class ContactSheet:
+    """The HTML page, written figure by figure (flat memory for any number of renders)."""
+
+    def __init__(self, path: Path, derivatives_bucket: Any) -> None:
+        self.path = path
+        self.bucket = derivatives_bucket
+        self.folder = path.with_name(f"{path.stem}_files")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.figures = 0
+        self.missing = 0
+        # The figures go to a side file first: the page's title counts them.
+        self.body = self.path.with_name(f".{self.path.name}.figures").open("w", encoding="utf-8")
+
+    def _fetch(self, derivative: dict[str, Any], name: str) -> str:
+        extension = Path(derivative["path"]).suffix or ".img"
+        local = self.folder / f"{name}{extension}"
+        blob = self.bucket.blob(derivative["path"])
+        guarded("the derivatives bucket", functools.partial(blob.download_to_filename, str(local)))
+        return quote(f"{self.folder.name}/{local.name}")
+
+    def add(self, record: TaskRecord) -> None:
+        """One render's figure (or count it missing: a picture kind without a still)."""
         kinds = sorted({str(f.get("kind")) for f in record.files}) or ["image"]
         caption = [record.request_id, f"task {record.task_id}", " + ".join(kinds)]
         caption += [f"{k}: {v}" for k, v in sorted((record.metadata or {}).items())]
         still, moving = thumbnail(record), preview(record)
         pictures = []
         if still is not None:
-            source = fetch(still, record.request_id)
+            source = self._fetch(still, record.request_id)
             pictures.append(
                 f'<a href="{source}"><img class="still" src="{source}" loading="lazy" '
                 f'width="{int(still.get("width") or 0)}" '
@@ -221,10 +259,10 @@ def write_contact_sheet(path: Path, records: list[TaskRecord], derivatives_bucke
         elif any(f.get("kind") in ("image", "video", "audio") for f in record.files) or (
             not record.files
         ):
-            missing += 1
-            continue
+            self.missing += 1
+            return
         if moving is not None:
-            source = fetch(moving, f"{record.request_id}-preview")
+            source = self._fetch(moving, f"{record.request_id}-preview")
             pictures.append(
                 f'<img class="preview" src="{source}" loading="lazy" '
                 f'width="{int(moving.get("width") or 0)}" '
@@ -233,16 +271,26 @@ def write_contact_sheet(path: Path, records: list[TaskRecord], derivatives_bucke
             )
         if not pictures:
             pictures.append(f'<div class="card">{_describe_files(record)}</div>')
-        figures.append(
+        self.body.write(
             f'<figure data-request="{html.escape(record.request_id)}" '
             f'data-kinds="{html.escape(" ".join(kinds))}">{"".join(pictures)}'
             f"<figcaption>{'<br>'.join(html.escape(str(line)) for line in caption)}"
-            "</figcaption></figure>"
+            "</figcaption></figure>\n"
         )
-    progress.finish()
-    title = f"Contact sheet: {len(figures)} renders"
-    path.write_text(_PAGE.format(title=html.escape(title), figures="\n".join(figures)))
-    return missing
+        self.figures += 1
+
+    def close(self) -> int:
+        """Write the page around the figures; return how many records lacked a still."""
+        self.body.close()
+        side = Path(self.body.name)
+        title = html.escape(f"Contact sheet: {self.figures} renders")
+        head, tail = _PAGE.split("{figures}")
+        with self.path.open("w", encoding="utf-8") as page, side.open(encoding="utf-8") as body:
+            page.write(head.format(title=title))
+            shutil.copyfileobj(body, page)
+            page.write(tail)
+        side.unlink()
+        return self.missing
 
 
 def _describe_files(record: TaskRecord) -> str:

@@ -6,53 +6,124 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from srp_bundle.cli._backend import Backend, select_records
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from srp_bundle.batches import BatchRecord, BatchState, BatchStore, Counts
+from srp_bundle.cli._backend import Backend, UsageError, count_by_state, member_pages
 from srp_bundle.cli._console import Progress
 from srp_bundle.cli._submit import positive_float
 from srp_bundle.task_state import State, TaskRecord
+from srp_bundle.task_store import TaskStore
 
 
 @dataclass(frozen=True)
-class Summary:
-    """Counts per state of a set of records, and which failures are still unresolved."""
+class Status:
+    """A batch's (or a collection's) answer: counts, whether it is done, the failures.
 
-    records: list[TaskRecord]
+    Read in a few reads whatever the size: a batch's record and one aggregation over its
+    counter shards (a collection: one count per state), and one page of failures.
+    """
+
+    scope: str
     counts: dict[str, int]
-    unresolved_failures: list[TaskRecord]
-    retried_failures: dict[str, str]
+    failures: list[TaskRecord]
+    # Failed request -> (its latest retry, that retry's state).
+    retried: dict[str, tuple[str, str]]
+    batch: BatchRecord | None = None
+    tally: Counts | None = None
+    refusals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def active(self) -> int:
-        """Records that have not reached a final state."""
-        return sum(1 for record in self.records if not record.is_terminal)
+    def total(self) -> int:
+        """Members the batch was declared with; for a collection, the records counted."""
+        if self.batch is not None and self.batch.total is not None:
+            return self.batch.total
+        return sum(self.counts.values())
 
     @property
     def finished(self) -> int:
-        """Records in a final state."""
-        return len(self.records) - self.active
+        """Members (first attempts) in a final state."""
+        if self.tally is not None:
+            return self.tally.finished
+        return self.counts.get(str(State.COMPLETED), 0) + self.counts.get(str(State.FAILED), 0)
+
+    @property
+    def done(self) -> bool:
+        """The batch is done (`batch.completed` decided), or no record of the collection is
+        active."""
+        if self.tally is not None:
+            return self.batch is not None and self.batch.state == BatchState.DONE
+        return self.finished == self.total > 0
+
+    @property
+    def unresolved(self) -> int:
+        """Items whose every attempt failed: a completed retry resolves its item."""
+        if self.tally is not None:
+            return self.tally.unresolved_failures
+        return sum(1 for record in self.failures if record.request_id not in self._resolved)
+
+    @property
+    def beyond_total(self) -> int:
+        """Members counted past the declared total (decision 0018): shown, never dropped."""
+        if self.tally is None or self.batch is None or self.batch.total is None:
+            return 0
+        return max(0, self.tally.finished - self.batch.total)
+
+    @property
+    def _resolved(self) -> set[str]:
+        return {r for r, (_, state) in self.retried.items() if state == State.COMPLETED}
 
 
-def summarize(records: list[TaskRecord]) -> Summary:
-    """Count per state; a failure whose request was retried later counts as resolved."""
-    counts = Counter(str(record.state) for record in records)
-    latest: dict[str, TaskRecord] = {}
-    for record in sorted(records, key=lambda r: r.created_at):
-        latest[record.retry_of or record.request_id] = record
-    unresolved, retried = [], {}
-    for record in records:
-        if record.state != State.FAILED:
-            continue
-        newest = latest[record.retry_of or record.request_id]
-        if newest is record:
-            unresolved.append(record)
-        else:
-            retried[record.request_id] = newest.request_id
-    return Summary(records, {str(s): counts.get(str(s), 0) for s in State}, unresolved, retried)
+def read_status(store: TaskStore, args: argparse.Namespace, *, with_failures: bool) -> Status:
+    """The status of `--batch` (else `--collection-id`); failures only when asked."""
+    failures: list[TaskRecord] = []
+    if with_failures and args.max_failed > 0:
+        pages = member_pages(
+            store,
+            collection_id=args.collection_id,
+            batch=args.batch,
+            state=State.FAILED,
+            page_size=args.max_failed,
+            limit=args.max_failed,
+        )
+        failures = [record for page in pages for record in page]
+    retried = {r.request_id: latest for r in failures if (latest := _latest_retry(store, r))}
+    if args.batch:
+        batches = BatchStore(store)
+        tally = batches.counts(args.batch)
+        counts = {
+            str(State.COMPLETED): tally.completed + tally.retries_completed,
+            str(State.FAILED): tally.failed + tally.retries_failed,
+        }
+        return Status(
+            f"batch {args.batch}",
+            counts,
+            failures,
+            retried,
+            batch=batches.get(args.batch),
+            tally=tally,
+            refusals=batches.refusals(args.batch),
+        )
+    if not args.collection_id:
+        raise UsageError("name the records: pass --collection-id and/or --batch")
+    counts = count_by_state(store, args.collection_id)
+    return Status(f"collection {args.collection_id}", counts, failures, retried)
+
+
+def _latest_retry(store: TaskStore, record: TaskRecord) -> tuple[str, str] | None:
+    """The newest retry of a failed request (one indexed query), or None."""
+    original = record.retry_of or record.request_id
+    query = store.records.where(filter=FieldFilter("retry_of", "==", original))
+    attempts = [TaskRecord.from_document(s.to_dict()) for s in query.stream()]
+    newer = [a for a in attempts if a.created_at > record.created_at]
+    if not newer:
+        return None
+    latest = max(newer, key=lambda a: a.created_at)
+    return latest.request_id, str(latest.state)
 
 
 def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -62,13 +133,17 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         parents=parents,
         help="counts per state, and the failed requests",
         description=(
-            "Count the records of a collection and/or a batch per state and list the failed "
-            "requests with their error. Exit 1 when a failure has not been retried."
+            "The answer for a batch (its counters: a few reads whatever its size) or a "
+            "collection (a count per state): done or not, completed, failed, and the failed "
+            "requests with their error, through the indexed (batch_id, state) query. Exit 1 "
+            "when a failure has not been resolved by a completed retry."
         ),
     )
     status.add_argument("--collection-id", help="SRP collection UUID")
-    status.add_argument("--batch", help="the label given to `submit --batch`")
-    status.add_argument("--watch", action="store_true", help="poll until no record is active")
+    status.add_argument("--batch", help="the batch id given to `submit --batch`")
+    status.add_argument(
+        "--watch", action="store_true", help="poll the counts until the batch is done"
+    )
     status.add_argument("--interval", type=positive_float, default=5.0, help="watch poll seconds")
     status.add_argument("--timeout", type=positive_float, help="stop watching after N seconds")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -87,88 +162,123 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """Print counts per state (after watching, with --watch)."""
-    backend = Backend(args)
-    store = backend.store
-
-    def fetch() -> Summary:
-        return summarize(select_records(store, collection_id=args.collection_id, batch=args.batch))
-
-    summary = fetch()
+    """Print the answer (after watching the counts, with --watch)."""
+    store = Backend(args).store
     timed_out = False
     if args.watch:
-        summary, timed_out = _watch(fetch, summary, args.interval, args.timeout)
+        timed_out = _watch(store, args)
+    status = read_status(store, args, with_failures=True)
     if args.json:
-        print(json.dumps(_status_json(summary), indent=2, sort_keys=True))
+        print(json.dumps(_status_json(status), indent=2, sort_keys=True, default=json_default))
     else:
-        _print_status(summary, args)
+        _print_status(status, args)
     if timed_out:
-        print(f"still active after {args.timeout:g}s: {summary.active}", file=sys.stderr)
-    return 1 if summary.unresolved_failures or timed_out else 0
+        left = status.total - status.finished
+        print(f"not done after {args.timeout:g}s: {left} still active", file=sys.stderr)
+    return 1 if status.unresolved or timed_out else 0
 
 
-def _watch(
-    fetch: Any, summary: Summary, interval: float, timeout: float | None
-) -> tuple[Summary, bool]:
+def _watch(store: TaskStore, args: argparse.Namespace) -> bool:
+    """Poll the counts (no failure listing) until done; True when the timeout came first."""
+    status = read_status(store, args, with_failures=False)
     # The rate would count records finished before the watch began: leave it out.
-    progress = Progress("finished", len(summary.records), show_rate=False)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    progress = Progress("finished", status.total, show_rate=False)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
         while True:
-            progress.update(summary.finished, total=len(summary.records), note=_brief(summary))
-            if summary.records and summary.active == 0:
-                return summary, False
-            if deadline is not None and time.monotonic() + interval > deadline:
-                return summary, True
-            time.sleep(interval)
-            summary = fetch()
+            progress.update(status.finished, total=status.total, note=_brief(status))
+            if status.done:
+                return False
+            if deadline is not None and time.monotonic() + args.interval > deadline:
+                return True
+            time.sleep(args.interval)
+            status = read_status(store, args, with_failures=False)
     except KeyboardInterrupt:
-        return summary, False  # Ctrl-C ends the watch; the report follows
+        return False  # Ctrl-C ends the watch; the report follows
     finally:
         progress.finish()
 
 
-def _brief(summary: Summary) -> str:
-    return " ".join(f"{state} {count}" for state, count in summary.counts.items() if count)
+def _brief(status: Status) -> str:
+    return " ".join(f"{state} {count}" for state, count in status.counts.items() if count)
 
 
-def _status_json(summary: Summary) -> dict[str, Any]:
-    return {
-        "total": len(summary.records),
-        "active": summary.active,
-        "counts": summary.counts,
+def done_line(status: Status) -> str:
+    """One line a script can wait for: `batch X: done, total T, completed C, failed F`."""
+    batch = status.batch
+    if status.tally is not None and batch is None:
+        state = "not declared"
+    elif status.done:
+        state = "done"
+    else:
+        state = "open"
+    completed = status.counts.get(str(State.COMPLETED), 0)
+    failed = status.counts.get(str(State.FAILED), 0)
+    if status.done and batch is not None:
+        completed, failed = batch.completed, batch.failed  # what batch.completed said
+    total: int | str = status.total
+    if status.tally is not None and (batch is None or batch.total is None):
+        total = "?"
+    line = f"{status.scope}: {state}, total {total}, completed {completed}, failed {failed}"
+    if status.tally is not None and (status.tally.retries_completed or status.tally.retries_failed):
+        line += (
+            f"; retries: {status.tally.retries_completed} completed, "
+            f"{status.tally.retries_failed} failed"
+        )
+    return line
+
+
+def _status_json(status: Status) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "scope": status.scope,
+        "done": status.done,
+        "total": status.total,
+        "finished": status.finished,
+        "counts": status.counts,
+        "unresolved_failures": status.unresolved,
         "failed": [
-            {"request_id": r.request_id, "task_id": r.task_id, "error": r.error}
-            for r in summary.unresolved_failures
+            {
+                "request_id": r.request_id,
+                "task_id": r.task_id,
+                "error": r.error,
+                "retried_as": status.retried.get(r.request_id, (None,))[0],
+            }
+            for r in status.failures
         ],
-        "retried": summary.retried_failures,
     }
+    if status.tally is not None:
+        document["batch"] = status.batch.to_document() if status.batch else None
+        document["shards"] = status.tally.__dict__
+        document["beyond_total"] = status.beyond_total
+        document["refused_declarations"] = status.refusals
+    return document
 
 
-def _print_status(summary: Summary, args: argparse.Namespace) -> None:
-    scope = ", ".join(
-        f"{name} {value}"
-        for name, value in (("collection", args.collection_id), ("batch", args.batch))
-        if value
-    )
-    print(f"{len(summary.records)} records ({scope})")
-    for state, count in summary.counts.items():
-        extra = ""
-        if state == State.FAILED and summary.retried_failures:
-            extra = f"  ({len(summary.retried_failures)} retried)"
-        print(f"  {state:<10} {count:>7}{extra}")
-    print(f"  {'active':<10} {summary.active:>7}")
-    failures = summary.unresolved_failures
-    if failures:
-        print(f"failed requests ({len(failures)}):")
-        for record in failures[: args.max_failed]:
+def _print_status(status: Status, args: argparse.Namespace) -> None:
+    print(done_line(status))
+    for state, count in status.counts.items():
+        if count or status.tally is None:
+            print(f"  {state:<10} {count:>7}")
+    if status.tally is not None:
+        if status.batch is None:
+            print("  the batch is not declared: `submit --batch` declares it")
+        if status.beyond_total:
+            print(f"  {status.beyond_total} member(s) beyond the declared total")
+        for refusal in status.refusals:
+            print(f"  declaration refused: {refusal.get('reason')}")
+    if status.unresolved:
+        print(f"unresolved failures: {status.unresolved}")
+    if status.failures:
+        print(f"failed requests (first {len(status.failures)}, by request id):")
+        for record in status.failures:
             error = record.error or {}
+            message = str(error.get("message") or "").splitlines()
+            retry = status.retried.get(record.request_id)
+            note = f"  -> {retry[0]} ({retry[1]})" if retry else ""
             print(
                 f"  {record.request_id}  {error.get('code', '?')}  "
-                f"{str(error.get('message', '')).splitlines()[0] if error.get('message') else ''}"
+                f"{message[0] if message else ''}{note}"
             )
-        if len(failures) > args.max_failed:
-            print(f"  ... and {len(failures) - args.max_failed} more")
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from srp_bundle.callback_policy import DEFAULT_CALLBACK_POLICY, CallbackPolicy
-from srp_bundle.cli._backend import RENDER_REQUESTS_TOPIC, Backend, UsageError, select_records
+from srp_bundle.cli._backend import RENDER_REQUESTS_TOPIC, Backend, UsageError, member_pages
 from srp_bundle.cli._submit import Row, positive_float, publish_rows
 from srp_bundle.errors import InvalidMessageError
 from srp_bundle.render_requests import parse_render_request
@@ -57,11 +58,15 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Plan, confirm, publish."""
+    """Plan, confirm, publish: given request ids at once, a batch's or a collection's
+    failures a page at a time (indexed query, cursor on the request id)."""
     if not args.request_ids and not (args.collection_id or args.batch):
         raise UsageError("name the failures: request ids, --collection-id or --batch")
     backend = Backend(args)
     store = backend.store
+    # Checked as submit_task will check them (ALLOW_LOCAL_HTTP_CALLBACKS and
+    # FORWARD_PRODUCER_CALLBACKS from the CLI's environment).
+    policy = CallbackPolicy.from_settings(backend.settings)
     problems: list[str] = []
     if args.request_ids:
         failed = []
@@ -73,40 +78,53 @@ def run(args: argparse.Namespace) -> int:
                 problems.append(f"{request_id}: is {record.state}, not failed")
             else:
                 failed.append(record)
+        pages: Iterable[list[TaskRecord]] = [failed]
     else:
-        selected = select_records(store, collection_id=args.collection_id, batch=args.batch)
-        failed = [record for record in selected if record.state == State.FAILED]
-
-    already: list[str] = []
-    # Checked as submit_task will check them (ALLOW_LOCAL_HTTP_CALLBACKS and
-    # FORWARD_PRODUCER_CALLBACKS from the CLI's environment).
-    policy = CallbackPolicy.from_settings(backend.settings)
-    plan = plan_retries(store, failed, problems, already, policy)
-    for note in already:
-        print(f"already retried {note}")
+        pages = member_pages(
+            store, collection_id=args.collection_id, batch=args.batch, state=State.FAILED
+        )
+    topic_path: str | None = None
+    planned = published = 0
+    failures: list[tuple[Row, str]] = []
+    for page in pages:
+        already: list[str] = []
+        plan = plan_retries(store, page, problems, already, policy)
+        for note in already:
+            print(f"already retried {note}")
+        for item in plan:
+            code = (item.failed.error or {}).get("code", "?")
+            print(f"  {item.failed.request_id} -> {item.request_id}  ({code})")
+        planned += len(plan)
+        if not plan or args.dry_run:
+            continue
+        if topic_path is None:
+            topic_path = backend.topic_path(RENDER_REQUESTS_TOPIC)
+            question = f"publish retries of {_scope(args)} to {topic_path}? [y/N] "
+            if not args.yes and not _confirm(question):
+                print("declined: nothing published", file=sys.stderr)
+                return 1
+        rows = [Row(0, item.request_id, item.body) for item in plan]
+        sent, refused = publish_rows(backend.publisher, topic_path, rows, args.rate)
+        published += sent
+        failures += refused
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
-    if not plan:
+    if not planned:
         print("nothing to retry")
         return 1 if problems else 0
-    print(f"{len(plan)} failed request(s) to retry:")
-    for item in plan:
-        code = (item.failed.error or {}).get("code", "?")
-        print(f"  {item.failed.request_id} -> {item.request_id}  ({code})")
     if args.dry_run:
-        print("dry run: nothing published")
+        print(f"dry run: {planned} retries planned, nothing published")
         return 1 if problems else 0
-
-    topic_path = backend.topic_path(RENDER_REQUESTS_TOPIC)
-    if not args.yes and not _confirm(f"publish {len(plan)} retries to {topic_path}? [y/N] "):
-        print("declined: nothing published", file=sys.stderr)
-        return 1
-    rows = [Row(0, item.request_id, item.body) for item in plan]
-    published, failures = publish_rows(backend.publisher, topic_path, rows, args.rate)
     print(f"retried: {published} published, {len(failures)} failed")
     for row, reason in failures:
         print(f"  {row.request_id}: {reason}", file=sys.stderr)
     return 1 if failures or problems else 0
+
+
+def _scope(args: argparse.Namespace) -> str:
+    if args.request_ids:
+        return f"{len(args.request_ids)} request(s)"
+    return f"batch {args.batch}" if args.batch else f"collection {args.collection_id}"
 
 
 def plan_retries(
@@ -150,6 +168,9 @@ def plan_retries(
             "retry_of": original_id,
             "metadata": original.metadata,
         }
+        if original.batch_id is not None:
+            # Still the batch's: counted apart as a retry (batches.counter_for).
+            body["batch_id"] = original.batch_id
         if original.priority is not None:
             body["priority"] = original.priority
         try:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from srp_bundle.batches import BatchStore, check_batch_id
 from srp_bundle.cli._backend import (
     RENDER_REQUESTS_TOPIC,
     Backend,
+    BackendUnavailableError,
     UsageError,
     existing_request_ids,
 )
@@ -69,7 +71,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("file", type=Path, help="JSONL (.jsonl, .ndjson) or CSV (.csv) file")
     parser.add_argument("--collection-id", required=True, help="SRP collection UUID")
-    parser.add_argument("--batch", help="label stored in metadata.batch (status --batch)")
+    parser.add_argument(
+        "--batch",
+        help="batch id: every row gets it as batch_id, and the batch is declared with "
+        "total = the rows of FILE (status --batch)",
+    )
     parser.add_argument("--priority", type=int, help="priority for rows that set none")
     parser.add_argument("--id-prefix", help="prefix of generated request ids (default: stem)")
     parser.add_argument("--format", choices=("jsonl", "csv"), help="default: by extension")
@@ -103,6 +109,11 @@ def check_collection_id(value: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Validate the whole file, skip recorded ids, publish the rest, print a summary."""
     check_collection_id(args.collection_id)
+    if args.batch:
+        try:
+            check_batch_id(args.batch, "--batch")
+        except InvalidMessageError as refused:
+            raise UsageError(str(refused)) from None
     rows = read_rows(
         args.file,
         collection_id=args.collection_id,
@@ -128,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     assert topic_path is not None
+    if args.batch:
+        declare_batch(backend, topic_path, args.batch, len(rows))
     if not to_publish:
         print(f"submitted {args.file}: nothing to publish, {skipped} skipped (already recorded)")
         return 0
@@ -142,6 +155,24 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print("re-run the same command to publish the rest", file=sys.stderr)
     return 1 if failures else 0
+
+
+def declare_batch(backend: Backend, topic_path: str, batch_id: str, total: int) -> None:
+    """Publish the batch's declaration (total = the file's rows); refuse a conflicting one
+    here, before anything is published, with the total already declared."""
+    declared = BatchStore(backend.store).get(batch_id)
+    if declared is not None and declared.total == total:
+        return  # declared already (a re-run of the same file)
+    if declared is not None:
+        raise UsageError(
+            f"batch {batch_id!r} is declared with total {declared.total}, and this file has "
+            f"{total} rows: use another --batch for another set of items"
+        )
+    data = encode_json({"batch": {"batch_id": batch_id, "total": total}})
+    try:
+        backend.publisher.publish(topic_path, data).result(timeout=PUBLISH_TIMEOUT_SECONDS)
+    except Exception as error:
+        raise BackendUnavailableError(f"cannot declare batch {batch_id!r}: {error}") from error
 
 
 def publish_rows(
@@ -207,8 +238,8 @@ def read_rows(
         body.setdefault("request_id", f"{prefix}-{line}")
         if priority is not None:
             body.setdefault("priority", priority)
-        if batch and isinstance(body.get("metadata", {}), dict):
-            body["metadata"] = {**body.get("metadata", {}), "batch": batch}
+        if batch:
+            body["batch_id"] = batch
         try:
             request = parse_render_request(json.dumps(body).encode(), message_id="")
         except InvalidMessageError as error:

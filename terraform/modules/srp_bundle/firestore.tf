@@ -26,6 +26,53 @@ resource "google_firestore_index" "tasks_by_state_and_update" {
   }
 }
 
+# Batches (status/export/retry --batch): the members of a batch in one state, paged by
+# request id (`batch_id == X and state == S and request_id > cursor order by request_id`).
+resource "google_firestore_index" "tasks_by_batch_and_state" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = var.tasks_collection
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "batch_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "request_id"
+    order      = "ASCENDING"
+  }
+}
+
+# The same for a collection (status/export/retry --collection-id).
+resource "google_firestore_index" "tasks_by_collection_and_state" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = var.tasks_collection
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "collection_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "request_id"
+    order      = "ASCENDING"
+  }
+}
+
 # No TTL policy on the event logs: they are the audit trail of every request and are
 # bounded instead (at most 200 entries per record, the rest counted; decision 0007).
 
